@@ -1,0 +1,1 @@
+"""The engine: the Accelerate training loop, checkpoints, teacher sources and the run pipeline."""

@@ -1,0 +1,285 @@
+"""A whole run: its stages in order, then the teacher-vs-student evaluation and the export.
+
+Each stage writes its model to ``OUT/stages/NAME/model`` and a ``done.json``; a rerun skips
+finished stages and resumes an unfinished one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from kdforge.engine.collate import same_tokenizer
+from kdforge.engine.trainer import TrainResult, train
+from kdforge.errors import DataError, IncompatibleError, KdforgeError, ModelError
+from kdforge.evaluate.metrics import similarity_fidelity
+from kdforge.evaluate.report import print_table
+from kdforge.evaluate.size import model_size
+from kdforge.evaluate.speed import throughput
+from kdforge.export import default_format, export, save_hf
+from kdforge.methods import METHODS, Method, ModelShape, Pair
+from kdforge.models import build_student, load_model
+from kdforge.models.text_model import TextModel
+from kdforge.recipe.schema import STAGE_PREFIX, DataSource, Recipe, StageSpec
+from kdforge.tasks import TASKS, Task
+from kdforge.tasks.data import load_source
+
+console = Console(stderr=True)
+SPEED_SENTENCES = 512
+AGREEMENT_SENTENCES = 1000
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    stage: StageSpec
+    task: Task
+    teacher: TextModel | None
+    student: TextModel
+    training: TrainResult | None
+    skipped: bool
+
+
+def log(message: str) -> None:
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:
+        console.print(f"[bold cyan]kdforge[/] {message}", highlight=False, soft_wrap=True)
+
+
+def shape(model: TextModel) -> ModelShape:
+    return ModelShape(
+        kind=model.kind,
+        num_layers=model.num_layers,
+        hidden_size=model.hidden_size,
+        num_heads=model.num_heads,
+        num_labels=model.num_labels,
+        embedding_size=model.hidden_size,
+    )
+
+
+def stage_fingerprint(recipe: Recipe, index: int) -> str:
+    """Identifies what a stage computes; logging and checkpoint cadence are left out."""
+    stages = [
+        s.model_dump(mode="json", exclude={"training": {"save_every", "keep_checkpoints", "log_every"}})
+        for s in recipe.stages[: index + 1]
+    ]
+    blob = json.dumps({"seed": recipe.seed, "stages": stages}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".kdforge-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise KdforgeError(f"cannot write to the output folder {out}: {err.strerror}") from None
+
+
+class Pipeline:
+    def __init__(self, recipe: Recipe, out: Path) -> None:
+        self.recipe = recipe
+        self.out = out
+        self.outputs: dict[str, Path] = {}
+
+    def _model_source(self, name: str) -> str:
+        if name.startswith(STAGE_PREFIX):
+            return str(self.outputs[name[len(STAGE_PREFIX):]])
+        return name
+
+    def _load_teacher(self, stage: StageSpec, task: Task) -> TextModel | None:
+        if stage.teacher is None:
+            return None
+        teacher = load_model(
+            self._model_source(stage.teacher.model),
+            kind=None if task.kind == "classifier" else "embedding",
+            trust_remote_code=stage.teacher.trust_remote_code,
+        )
+        if task.kind == "classifier" and teacher.kind != "classifier":
+            raise ModelError(
+                f"teacher {stage.teacher.model!r} has no classification head; fine-tune it first "
+                "(a 'kind: finetune' stage) and use stage:NAME as the teacher"
+            )
+        if task.kind == "classifier" and task.num_labels and teacher.num_labels != task.num_labels:
+            raise ModelError(f"the teacher has {teacher.num_labels} labels but the task has {task.num_labels}")
+        log(f"teacher [bold]{stage.teacher.model}[/]: {teacher.num_layers} layers, "
+            f"hidden {teacher.hidden_size}, {teacher.num_parameters() / 1e6:.1f}M parameters")
+        return teacher
+
+    def _load_student(self, stage: StageSpec, task: Task, teacher: TextModel | None) -> TextModel:
+        spec = stage.student
+        if spec.model:
+            student = load_model(
+                self._model_source(spec.model), kind=task.kind, num_labels=task.num_labels,
+                trust_remote_code=spec.trust_remote_code,
+            )
+            log(f"student [bold]{spec.model}[/]: {student.num_layers} layers, "
+                f"{student.num_parameters() / 1e6:.1f}M parameters")
+        else:
+            assert teacher is not None
+            student, report = build_student(teacher, spec)
+            log(f"student: {student.num_layers} layers, hidden {student.hidden_size}, "
+                f"{student.num_parameters() / 1e6:.1f}M parameters; {report.describe()}")
+        task.configure(student)
+        return student
+
+    def _methods(self, stage: StageSpec, index: int, teacher: TextModel | None, student: TextModel,
+                 has_labels: bool) -> list[Method]:
+        pair = Pair(
+            teacher=shape(teacher) if teacher is not None else None,
+            student=shape(student),
+            same_tokenizer=teacher is None or same_tokenizer(teacher, student),
+        )
+        methods = []
+        for j, spec in enumerate(stage.methods):
+            cls = METHODS.get(spec.name)
+            method = cls(cls.parse_args(spec.args))
+            where = f"{self._where(index)}methods[{j}] ({spec.name})"
+            if method.needs_labels and not has_labels:
+                raise IncompatibleError(f"{where}: needs labelled training data, and the data has no labels")
+            try:
+                method.setup(pair)
+            except IncompatibleError as err:
+                raise IncompatibleError(f"{where}: {err}") from None
+            methods.append(method)
+        return methods
+
+    def _where(self, index: int) -> str:
+        return "" if self.recipe.is_flat else f"stages[{index}]."
+
+    def run_stage(self, index: int) -> StageOutcome:
+        stage = self.recipe.stages[index]
+        folder = self.out / "stages" / stage.name
+        model_dir = folder / "model"
+        fingerprint = stage_fingerprint(self.recipe, index)
+        task = TASKS.get(stage.task.name)(stage.task)
+        done = folder / "done.json"
+        finished = done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint
+        teacher = self._load_teacher(stage, task)
+        if finished:
+            log(f"stage [bold]{stage.name}[/] already finished; reusing {model_dir}")
+            student = load_model(str(model_dir), kind=task.kind)
+            if hasattr(task, "adopt_labels"):
+                task.adopt_labels(student)
+            self.outputs[stage.name] = model_dir
+            return StageOutcome(stage.name, stage, task, teacher, student, None, skipped=True)
+
+        dataset = task.train_dataset(stage.data.train)
+        student = self._load_student(stage, task, teacher)
+        methods = self._methods(stage, index, teacher, student, "label" in dataset.column_names)
+        names = ", ".join(f"{m.name} x{m.weight:g}" for m in stage.methods)
+        log(f"stage [bold]{stage.name}[/] ({stage.kind}): {len(dataset):,} training examples; methods: {names}")
+        result = train(
+            student, teacher, methods, [m.weight for m in stage.methods], dataset, stage.training, folder,
+            seed=stage.training.seed if stage.training.seed is not None else self.recipe.seed,
+            fingerprint=fingerprint, desc=stage.name,
+        )
+        if result.resumed_from:
+            log(f"resumed from the checkpoint at step {result.resumed_from}")
+        log(f"trained {result.steps} steps in {result.seconds:.0f}s ({result.seconds_per_step * 1000:.0f} ms/step), "
+            f"final loss {result.final_loss:.4g}")
+        save_hf(student, model_dir)
+        done.write_text(json.dumps({"fingerprint": fingerprint, "training": asdict(result) | {"losses": None}}))
+        self.outputs[stage.name] = model_dir
+        return StageOutcome(stage.name, stage, task, teacher, student, result, skipped=False)
+
+    def evaluate(self, outcome: StageOutcome, measure: bool) -> dict:
+        stage, task, teacher, student = outcome.stage, outcome.task, outcome.teacher, outcome.student
+        models = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
+        metrics: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
+        texts: list[str] = []
+        for split, source in (("eval", stage.data.eval), ("test", stage.data.test)):
+            if source is None:
+                continue
+            ds = load_source(source, "dev" if split == "eval" else "test")
+            texts = texts or list(ds["text"])
+            if not task.is_labelled(ds):
+                continue
+            for name, model in models.items():
+                metrics[name][split] = task.evaluate(model, ds, source.describe())
+        results: dict = {"metrics": metrics, "primary_metric": task.primary_metric}
+        if not texts:
+            texts = list(task.train_dataset(stage.data.train)["text"][:AGREEMENT_SENTENCES])
+        if teacher is not None:
+            results["agreement"] = agreement(teacher, student, texts[:AGREEMENT_SENTENCES])
+        if measure:
+            speed = throughput(models, texts[:SPEED_SENTENCES])
+            for name, model in models.items():
+                results[name] = model_size(model) | {"sentences_per_second": speed[name]["sentences_per_second"]}
+            results["speed_setup"] = {k: v for k, v in speed["student"].items() if k != "sentences_per_second"}
+            if teacher is not None:
+                results["speedup"] = results["student"]["sentences_per_second"] / results["teacher"]["sentences_per_second"]
+                results["compression"] = results["teacher"]["parameters"] / results["student"]["parameters"]
+        for split in ("eval", "test"):
+            t = metrics.get("teacher", {}).get(split, {}).get(task.primary_metric)
+            s = metrics["student"].get(split, {}).get(task.primary_metric)
+            if t and s is not None:
+                results.setdefault("retained_percent", {})[split] = s / t * 100
+        return results
+
+
+def agreement(teacher: TextModel, student: TextModel, texts: list[str]) -> dict[str, float]:
+    """How closely the student reproduces the teacher on unlabeled text."""
+    if teacher.kind == "classifier":
+        same = (teacher.predict(texts).argmax(-1) == student.predict(texts).argmax(-1)).float().mean()
+        return {"prediction_agreement": float(same) * 100}
+    t, s = teacher.encode(texts), student.encode(texts)
+    out = {"similarity_spearman": similarity_fidelity(t, s)}
+    if t.shape == s.shape:
+        out["mean_cosine"] = float(((t * s).sum(-1) / (t.norm(dim=-1) * s.norm(dim=-1))).mean())
+    return out
+
+
+def run(recipe: Recipe, out: str | Path | None = None, show: bool = True) -> dict:
+    """Run every stage of ``recipe``, evaluate, export the student; returns ``results.json``."""
+    out = Path(out or recipe.output.dir or Path("runs") / recipe.name)
+    _writable(out)
+    (out / "recipe.json").write_text(recipe.model_dump_json(indent=2))
+    started = time.perf_counter()
+    pipeline = Pipeline(recipe, out)
+    stages = []
+    outcome = None
+    for index, stage in enumerate(recipe.stages):
+        outcome = pipeline.run_stage(index)
+        is_last = index == len(recipe.stages) - 1
+        evaluation = pipeline.evaluate(outcome, measure=is_last and recipe.output.benchmark)
+        entry = {"name": stage.name, "kind": stage.kind, "skipped": outcome.skipped, **evaluation}
+        if outcome.training is not None:
+            entry["training"] = asdict(outcome.training) | {"losses": None}
+        stages.append(entry)
+    assert outcome is not None
+    results = {"recipe": recipe.name, "output": str(out), **stages[-1], "stages": stages,
+               "wall_seconds": time.perf_counter() - started}
+    if recipe.output.export:
+        formats = outcome.stage.export or [default_format(outcome.student)]
+        for i, fmt in enumerate(formats):
+            target = out / ("student" if i == 0 else f"student-{fmt}")
+            export(outcome.student, target, fmt)
+            results.setdefault("exports", {})[fmt] = str(target)
+        log(f"student exported to {out / 'student'} ({formats[0]})")
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if show:
+        print_table(results, title=f"{recipe.name}: teacher vs student")
+    log(f"results in {out / 'results.json'}")
+    return results
+
+
+def evaluate_model(model_path: str, task_name: str, source: DataSource, split: str) -> dict[str, float]:
+    """``kdforge eval``: score one saved model on a labelled source."""
+    from kdforge.recipe.schema import TaskSpec
+
+    task = TASKS.get(task_name)(TaskSpec(name=task_name))
+    model = load_model(model_path, kind=task.kind)
+    if task.kind == "classifier" and model.kind != "classifier":
+        raise ModelError(f"{model_path} is not a classifier")
+    ds = load_source(source, split)
+    if not task.is_labelled(ds):
+        raise DataError(f"{source.describe()} ({split}): no gold {'scores' if task.kind == 'embedding' else 'labels'}")
+    return task.evaluate(model, ds, f"{source.describe()} ({split})")

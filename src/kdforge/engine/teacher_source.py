@@ -1,0 +1,48 @@
+"""Where teacher views come from during training: a live forward pass, or memory.
+
+A teacher in eval mode gives the same sentence-level outputs (logits, embeddings) for the
+same example in every epoch, so after the first epoch they are read from memory instead of
+recomputed. Token-level views (hidden states, attention) are large and stay live here; the
+persistent knowledge store covers them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kdforge.methods.base import Batch
+from kdforge.models.text_model import TextModel
+from kdforge.models.views import SEQUENCE_VIEWS, Views
+
+
+class TeacherSource:
+    """Gives the teacher's ``Views`` for a batch, computing only the ``needs``."""
+
+    def __init__(self, teacher: TextModel, needs: frozenset[str], cache: bool) -> None:
+        self.teacher = teacher
+        self.needs = needs
+        self.cache_enabled = cache and bool(needs) and needs <= SEQUENCE_VIEWS
+        self._memory: dict[str, dict[int, torch.Tensor]] = {name: {} for name in needs}
+        self.hits = 0
+        self.misses = 0
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> Views:
+        inputs = batch.teacher_inputs
+        assert inputs is not None
+        ids = batch.index.tolist()
+        if self.cache_enabled and all(i in self._memory[n] for n in self.needs for i in ids):
+            self.hits += 1
+            views = Views(attention_mask=inputs["attention_mask"])
+            device = inputs["attention_mask"].device
+            for name in self.needs:
+                setattr(views, name, torch.stack([self._memory[name][i] for i in ids]).to(device))
+            return views
+        self.misses += 1
+        views = self.teacher(inputs, self.needs).detach()
+        if self.cache_enabled:
+            for name in self.needs:
+                rows = getattr(views, name)
+                for row, i in enumerate(ids):
+                    self._memory[name][i] = rows[row].clone()
+        return views

@@ -1,0 +1,231 @@
+"""The training loop, on Hugging Face Accelerate.
+
+The same code runs on one CPU, several GPUs (``accelerate launch``: DDP, FSDP, DeepSpeed)
+or with bf16; Accelerate does the placement, gradient accumulation and synchronisation.
+A killed run resumes from its last checkpoint and ends with the same weights as an
+uninterrupted one (seeded order, restored RNG, optimizer and scheduler state).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from kdforge.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from kdforge.engine.collate import Collator
+from kdforge.engine.sampling import EpochShuffleSampler
+from kdforge.engine.teacher_source import TeacherSource
+from kdforge.errors import TrainingError
+from kdforge.methods.base import Batch, Method
+from kdforge.models.text_model import TextModel
+from kdforge.models.views import Views
+from kdforge.recipe.schema import TrainingSpec
+
+LENGTH_GROUP_BATCHES = 50  # batches per length-sorted chunk
+
+
+class Objective(nn.Module):
+    """The student and the weighted methods: the one module Accelerate wraps.
+
+    Wrapping both means DDP also synchronises the methods' learned projections.
+    """
+
+    def __init__(self, student: TextModel, methods: list[Method], weights: list[float]) -> None:
+        super().__init__()
+        self.student = student
+        self.methods = nn.ModuleList(methods)
+        self.weights = weights
+        self.student_needs = frozenset().union(*(m.student_needs() for m in methods))
+
+    def forward(self, batch: Batch, teacher: Views | None) -> tuple[Tensor, dict[str, Tensor]]:
+        views = self.student(batch.student_inputs, self.student_needs)
+        parts = {m.registered_name: m(teacher, views, batch) for m in self.methods}
+        total = sum(w * p for w, p in zip(self.weights, parts.values(), strict=True))
+        return total, parts
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    seconds_per_step: float
+    final_loss: float
+    resumed_from: int | None
+    examples: int
+    teacher_cache_hits: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def _accelerator(training: TrainingSpec, folder: Path, seed: int):
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    if not PartialState().use_distributed:
+        AcceleratorState._reset_state(reset_partial_state=True)  # a new stage may change precision
+    accelerator = Accelerator(
+        gradient_accumulation_steps=training.gradient_accumulation,
+        mixed_precision="bf16" if training.bf16 else "no",
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(folder), logging_dir=str(folder / "logs")),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(seed)
+    return accelerator
+
+
+def _optimizer(objective: Objective, training: TrainingSpec) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, param in objective.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.dim() < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [{"params": decay, "weight_decay": training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=training.lr)
+
+
+def train(
+    student: TextModel,
+    teacher: TextModel | None,
+    methods: list[Method],
+    weights: list[float],
+    dataset: datasets.Dataset,
+    training: TrainingSpec,
+    folder: Path,
+    seed: int,
+    fingerprint: str,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``student`` in place on ``dataset`` with the weighted ``methods``."""
+    from transformers import get_scheduler
+
+    accelerator = _accelerator(training, folder, seed)
+    objective = Objective(student, methods, weights)
+    teacher_needs = frozenset().union(*(m.teacher_needs() for m in methods))
+    student.prepare_for(objective.student_needs)
+    collator = Collator(student, teacher, training.max_length)
+    lengths = [len(t) for t in dataset["text"]]
+    group = training.batch_size * LENGTH_GROUP_BATCHES if training.length_grouping else 1
+    loader = DataLoader(
+        dataset,
+        batch_size=training.batch_size,
+        sampler=EpochShuffleSampler(lengths, seed, group),
+        collate_fn=collator,
+    )
+    optimizer = _optimizer(objective, training)
+    objective, optimizer, loader = accelerator.prepare(objective, optimizer, loader)
+    accumulation = training.gradient_accumulation
+    steps_per_epoch = max(1, math.ceil(len(loader) / accumulation))
+    total_steps = training.max_steps or max(1, math.ceil(training.epochs * steps_per_epoch))
+    scheduler = get_scheduler(
+        "constant_with_warmup" if training.scheduler == "constant" else training.scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=int(training.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    scheduler = accelerator.prepare(scheduler)
+
+    source = None
+    if teacher is not None and teacher_needs:
+        teacher.prepare_for(teacher_needs)
+        teacher.to(accelerator.device).eval().requires_grad_(False)
+        source = TeacherSource(teacher, teacher_needs, cache=training.teacher_cache == "auto")
+
+    inner = accelerator.unwrap_model(objective)
+    checkpoints = folder / "checkpoints"
+    global_step, losses, resumed_from = 0, [], None
+    found = latest_checkpoint(checkpoints, fingerprint)
+    if found is not None:
+        model_state, optimizer_state, scheduler_state = load_checkpoint(found)
+        inner.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(scheduler_state)
+        global_step = resumed_from = found.step
+        losses = list(found.state.get("losses", []))
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_checkpoint(
+                checkpoints,
+                global_step,
+                accelerator.get_state_dict(objective),
+                optimizer.state_dict(),
+                scheduler.state_dict(),
+                {"global_step": global_step, "fingerprint": fingerprint, "losses": losses},
+                training.keep_checkpoints,
+            )
+
+    accelerator.init_trackers(desc.replace("/", "_"))
+    objective.train()
+    bar = tqdm(
+        total=total_steps, initial=global_step, desc=desc, unit="step",
+        disable=not accelerator.is_local_main_process, dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+    )
+    started = time.perf_counter()
+    steps_this_session = 0
+    running = None
+    epoch = global_step // steps_per_epoch
+    while global_step < total_steps:
+        loader.set_epoch(epoch)
+        skip = (global_step - epoch * steps_per_epoch) * accumulation
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        for batch in batches:
+            with accelerator.accumulate(objective):
+                with accelerator.autocast():
+                    teacher_views = source(batch) if source is not None else None
+                    loss, parts = objective(batch, teacher_views)
+                value = loss.item()
+                if not math.isfinite(value):
+                    detail = ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items())
+                    raise TrainingError(
+                        f"{desc}: loss is {value} at step {global_step + 1} ({detail}); the last checkpoint is "
+                        f"kept in {checkpoints}; lower training.lr or check the data"
+                    )
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and training.max_grad_norm:
+                    accelerator.clip_grad_norm_(objective.parameters(), training.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            steps_this_session += 1
+            running = value if running is None else 0.9 * running + 0.1 * value
+            losses.append(round(value, 6))
+            bar.update(1)
+            if global_step % training.log_every == 0 or global_step == total_steps:
+                bar.set_postfix(loss=f"{running:.4g}")
+                logs = {"loss": value, "lr": scheduler.get_last_lr()[0]}
+                logs.update({f"loss/{k}": v.item() for k, v in parts.items()})
+                accelerator.log(logs, step=global_step)
+            if global_step % training.save_every == 0 or global_step == total_steps:
+                checkpoint()
+            if global_step >= total_steps:
+                break
+        epoch += 1
+    seconds = time.perf_counter() - started
+    bar.close()
+    accelerator.end_training()
+    objective.eval()
+    return TrainResult(
+        steps=global_step,
+        seconds=seconds,
+        seconds_per_step=seconds / max(1, steps_this_session),
+        final_loss=running if running is not None else (losses[-1] if losses else float("nan")),
+        resumed_from=resumed_from,
+        examples=len(dataset),
+        teacher_cache_hits=source.hits if source is not None else 0,
+        losses=losses,
+    )

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, size and speed measurement, and the teacher-vs-student report."""

@@ -1,0 +1,45 @@
+"""Quality metrics as pure functions of arrays, all reported x100 as the GLUE papers do."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import f1_score, matthews_corrcoef
+
+
+def spearman(predicted, gold) -> float:
+    return float(spearmanr(np.asarray(predicted), np.asarray(gold)).correlation * 100)
+
+
+def pearson(predicted, gold) -> float:
+    return float(pearsonr(np.asarray(predicted), np.asarray(gold))[0] * 100)
+
+
+def cosine_scores(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).numpy()
+
+
+def classification_metrics(predicted, gold, num_labels: int) -> dict[str, float]:
+    predicted, gold = np.asarray(predicted), np.asarray(gold)
+    average = "binary" if num_labels == 2 else "macro"
+    return {
+        "accuracy": float((predicted == gold).mean() * 100),
+        "f1": float(f1_score(gold, predicted, average=average, zero_division=0) * 100),
+        "mcc": float(matthews_corrcoef(gold, predicted) * 100),
+    }
+
+
+def similarity_fidelity(teacher: torch.Tensor, student: torch.Tensor) -> float:
+    """Spearman x100 between the teacher's and the student's pairwise cosine similarities.
+
+    Needs no labels: it says how well the student reproduces the teacher's geometry on a set
+    of sentences (all pairs of the set).
+    """
+    def pairwise(x: torch.Tensor) -> np.ndarray:
+        x = torch.nn.functional.normalize(x.float(), dim=-1)
+        sims = x @ x.T
+        rows, cols = torch.triu_indices(len(x), len(x), offset=1)
+        return sims[rows, cols].numpy()
+
+    return spearman(pairwise(student), pairwise(teacher))

@@ -1,0 +1,111 @@
+"""The method interface and its registry.
+
+A method is a loss over teacher and student ``Views``. It declares the views it needs; the
+engine computes exactly those (from a live teacher or a cache) and calls the method. A new
+method is one file with one ``@register_method("name")`` class; its arguments are a pydantic
+``Args`` model, so recipe typos are caught before training.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import Tensor, nn
+
+from kdforge.models.views import Views
+from kdforge.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a method may check about a model before training starts."""
+
+    kind: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_labels: int | None
+    embedding_size: int
+
+
+@dataclass(frozen=True)
+class Pair:
+    teacher: ModelShape | None
+    student: ModelShape
+    same_tokenizer: bool
+
+
+@dataclass
+class Batch:
+    """One training batch: tokenized inputs for each model, targets and example ids."""
+
+    student_inputs: dict[str, Tensor]
+    teacher_inputs: dict[str, Tensor] | None
+    index: Tensor
+    labels: Tensor | None = None
+    scores: Tensor | None = None
+
+    def to(self, device, **kwargs) -> Batch:
+        def move(d):
+            return None if d is None else {k: v.to(device, **kwargs) for k, v in d.items()}
+
+        return Batch(
+            student_inputs=move(self.student_inputs),
+            teacher_inputs=move(self.teacher_inputs),
+            index=self.index,
+            labels=None if self.labels is None else self.labels.to(device, **kwargs),
+            scores=None if self.scores is None else self.scores.to(device, **kwargs),
+        )
+
+
+class MethodArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method(nn.Module, ABC):
+    """Base class: subclasses set ``needs``, ``paper``, ``summary`` and implement ``forward``."""
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+    needs_teacher: ClassVar[bool] = True
+    needs_labels: ClassVar[bool] = False
+    token_level: ClassVar[bool] = False  # compares positions, so both models must tokenize alike
+    paper: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    registered_name: ClassVar[str]
+    Args: ClassVar[type[MethodArgs]] = MethodArgs
+
+    def __init__(self, args: MethodArgs | None = None) -> None:
+        super().__init__()
+        self.args = args if args is not None else self.Args()
+
+    @classmethod
+    def parse_args(cls, raw: dict[str, Any]) -> MethodArgs:
+        try:
+            return cls.Args.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            if first["type"] == "extra_forbidden":
+                valid = ", ".join(["name", "weight", *cls.Args.model_fields]) or "none"
+                raise ValueError(f"method {cls.registered_name!r} has no argument {field!r}; valid: {valid}") from None
+            raise ValueError(f"method {cls.registered_name!r}, {field}: {first['msg']}") from None
+
+    def setup(self, pair: Pair) -> None:
+        """Check the pair (raise ``IncompatibleError``) and create any learned parameters."""
+
+    def teacher_needs(self) -> frozenset[str]:
+        return self.needs if self.needs_teacher else frozenset()
+
+    def student_needs(self) -> frozenset[str]:
+        return self.needs
+
+    @abstractmethod
+    def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
+        """The method's loss for one batch (a scalar)."""
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+register_method = METHODS.register

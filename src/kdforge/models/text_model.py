@@ -1,0 +1,149 @@
+"""``TextModel``: a Hugging Face model, its tokenizer and how to read sentence views from it.
+
+Teachers and transformer students are both ``TextModel``s. Keeping the HF model intact
+(rather than a fork of its code) means any architecture ``transformers`` loads can be a
+teacher, and students export with plain ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from kdforge.models import internals
+from kdforge.models.pooling import pool
+from kdforge.models.views import Views
+
+Kind = Literal["embedding", "classifier"]
+
+
+class TextModel(nn.Module):
+    """An HF backbone (``AutoModel``) or classifier (``AutoModelForSequenceClassification``).
+
+    ``kind="embedding"`` pools the last hidden state into a sentence embedding (normalized
+    when the source model normalizes); ``kind="classifier"`` produces logits from the HF head.
+    """
+
+    def __init__(
+        self,
+        hf: nn.Module,
+        tokenizer,
+        kind: Kind,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int | None = None,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        self.hf = hf
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length or min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
+        self.name = name
+
+    # ----- shape of the model -------------------------------------------------------------
+    @property
+    def config(self):
+        return self.hf.config
+
+    @property
+    def num_layers(self) -> int:
+        return internals.num_layers(self.hf.config)
+
+    @property
+    def hidden_size(self) -> int:
+        return internals.hidden_size(self.hf.config)
+
+    @property
+    def num_heads(self) -> int:
+        return internals.num_heads(self.hf.config)
+
+    @property
+    def num_labels(self) -> int | None:
+        return self.hf.config.num_labels if self.kind == "classifier" else None
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.hf.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    # ----- forward --------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> dict[str, Tensor]:
+        encoded = self.tokenizer(
+            list(texts),
+            list(pairs) if pairs is not None else None,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return dict(encoded)
+
+    def prepare_for(self, needs: frozenset[str]) -> None:
+        """Switch to eager attention when attention probabilities are needed (SDPA hides them)."""
+        if "attentions" in needs and getattr(self.hf.config, "_attn_implementation", "eager") != "eager":
+            self.hf.set_attn_implementation("eager")
+
+    def forward(self, inputs: dict[str, Tensor], needs: frozenset[str] = frozenset()) -> Views:
+        want_hidden = "hidden_states" in needs or (self.kind == "classifier" and "embedding" in needs)
+        want_attn = "attentions" in needs
+        kwargs = {"output_hidden_states": want_hidden, "output_attentions": want_attn, "return_dict": True}
+        if "qkv" in needs:
+            with internals.record_qkv(self.hf) as qkv:
+                out = self.hf(**inputs, **kwargs)
+        else:
+            qkv = None
+            out = self.hf(**inputs, **kwargs)
+        mask = inputs["attention_mask"]
+        views = Views(attention_mask=mask)
+        if want_hidden:
+            views.hidden_states = tuple(out.hidden_states)
+        if want_attn:
+            views.attentions = tuple(out.attentions)
+        if qkv is not None:
+            views.queries, views.keys, views.values = (tuple(qkv[k]) for k in ("queries", "keys", "values"))
+        if self.kind == "classifier":
+            views.logits = out.logits
+            if "embedding" in needs:
+                views.embedding = self._sentence(out.hidden_states[-1], mask)
+        else:
+            views.embedding = self._sentence(out.last_hidden_state, mask)
+        return views
+
+    def _sentence(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        emb = pool(tokens, mask, self.pooling)
+        return nn.functional.normalize(emb, p=2, dim=-1) if self.normalize else emb
+
+    # ----- inference helpers ----------------------------------------------------------------
+    @torch.inference_mode()
+    def _batched(self, texts: Sequence[str], pairs: Sequence[str] | None, batch_size: int, view: str) -> Tensor:
+        was_training = self.training
+        self.eval()
+        # Sorting by length keeps padding (and wasted compute) low; the order is restored.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]) - (len(pairs[i]) if pairs else 0))
+        outputs: list[Tensor] = [None] * len(texts)  # type: ignore[list-item]
+        device = self.device
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            inputs = self.tokenize([texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None)
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            result = getattr(self.forward(inputs, frozenset({view})), view).float().cpu()
+            for row, i in enumerate(idx):
+                outputs[i] = result[row]
+        self.train(was_training)
+        return torch.stack(outputs) if outputs else torch.empty(0)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
+        """Sentence embeddings ``[N, D]`` in input order."""
+        return self._batched(texts, None, batch_size, "embedding")
+
+    def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64) -> Tensor:
+        """Classifier logits ``[N, C]`` in input order."""
+        return self._batched(texts, pairs, batch_size, "logits")

@@ -1,0 +1,65 @@
+"""What a forward pass exposes to distillation methods.
+
+Methods never call models; they read ``Views``. The engine asks each model only for the
+views the recipe's methods declare, so a run that needs no attention maps never pays for
+them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+#: View names a method may declare in ``Method.needs``.
+SEQUENCE_VIEWS = frozenset({"logits", "embedding"})
+TOKEN_VIEWS = frozenset({"hidden_states", "attentions", "qkv"})
+ALL_VIEWS = SEQUENCE_VIEWS | TOKEN_VIEWS
+
+
+@dataclass
+class Views:
+    """Tensors of one forward pass. Layer-indexed views use hidden-state numbering.
+
+    ``hidden_states[0]`` is the embedding layer's output and ``hidden_states[i]`` the output
+    of transformer block ``i`` (1-based), as Hugging Face returns them. ``attentions[i-1]``,
+    ``queries[i-1]`` etc. belong to block ``i``.
+    """
+
+    attention_mask: Tensor
+    logits: Tensor | None = None  # [B, C]
+    embedding: Tensor | None = None  # [B, D] sentence embedding, as the model outputs it
+    hidden_states: tuple[Tensor, ...] | None = None  # L+1 x [B, T, H]
+    attentions: tuple[Tensor, ...] | None = None  # L x [B, heads, T, T], probabilities
+    queries: tuple[Tensor, ...] | None = None  # L x [B, heads, T, head_dim]
+    keys: tuple[Tensor, ...] | None = None
+    values: tuple[Tensor, ...] | None = None
+
+    def require(self, name: str, who: str) -> Tensor | tuple[Tensor, ...]:
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(f"{who} needs the {name!r} view, which the model did not produce")
+        return value
+
+    def detach(self) -> Views:
+        def cut(value):
+            if value is None:
+                return None
+            if isinstance(value, tuple):
+                return tuple(v.detach() for v in value)
+            return value.detach()
+
+        return Views(**{f.name: cut(getattr(self, f.name)) for f in fields(self)})
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Views:
+        def move(value):
+            if value is None:
+                return None
+            if isinstance(value, tuple):
+                return tuple(move(v) for v in value)
+            if dtype is not None and value.is_floating_point():
+                return value.to(device=device, dtype=dtype)
+            return value.to(device)
+
+        return Views(**{f.name: move(getattr(self, f.name)) for f in fields(self)})

@@ -1,0 +1,314 @@
+"""The recipe: a pydantic model of everything a run needs, validated before any model loads.
+
+A recipe is one stage written flat (``teacher``, ``student``, ``task``, ``data``,
+``methods``, ``training`` at the top level) or several ``stages``; top-level stage keys are
+then defaults that each stage may override. A stage refers to an earlier stage's output
+with ``stage:NAME`` wherever a model is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+STAGE_KEYS = ("teacher", "student", "task", "data", "methods", "training", "export")
+STAGE_PREFIX = "stage:"
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TeacherSpec(Strict):
+    model: str = Field(description="alias (minilm), local folder, hub id, or stage:NAME")
+    trust_remote_code: bool = False
+
+
+class StudentSpec(Strict):
+    """How to get the student: an existing model, or cut from the teacher.
+
+    ``layers`` are 0-based indices of the teacher's transformer blocks to keep;
+    ``num_layers`` keeps that many, picked evenly. A different ``hidden_size`` (or
+    ``init: fresh``) gives fresh weights where shapes no longer match.
+    """
+
+    model: str | None = None
+    layers: list[int] | None = None
+    num_layers: PositiveInt | None = None
+    hidden_size: PositiveInt | None = None
+    intermediate_size: PositiveInt | None = None
+    num_attention_heads: PositiveInt | None = None
+    init: Literal["teacher", "fresh"] = "teacher"
+    config: dict[str, Any] | None = None
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentSpec:
+        cut = any(
+            v is not None
+            for v in (self.layers, self.num_layers, self.hidden_size, self.intermediate_size,
+                      self.num_attention_heads, self.config)
+        )
+        if self.model and cut:
+            raise ValueError("give either 'model' or how to cut the student from the teacher, not both")
+        if self.layers is not None and self.num_layers is not None and len(self.layers) != self.num_layers:
+            raise ValueError(f"'layers' has {len(self.layers)} entries but 'num_layers' is {self.num_layers}")
+        if self.layers is not None and (not self.layers or min(self.layers) < 0):
+            raise ValueError("'layers' must be a non-empty list of 0-based block indices")
+        return self
+
+
+class DataSource(Strict):
+    """One table of examples: a local file (or folder) or a hub dataset.
+
+    Columns are found by name (``sentence``, ``sentence1``/``sentence2``, ``premise``/
+    ``hypothesis``, ``label``, ``score`` ...) unless ``text``, ``text_pair``, ``label`` or
+    ``score`` name them. ``format: auto`` picks the layout from the file.
+    """
+
+    path: str | None = None
+    hub: str | None = None
+    subset: str | None = None
+    split: str | None = None
+    format: Literal["auto", "stsb", "tsv", "csv", "jsonl", "text"] = "auto"
+    text: str | None = None
+    text_pair: str | None = None
+    label: str | None = None
+    score: str | None = None
+    limit: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DataSource:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of 'path' or 'hub'")
+        return self
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return str(resolve_path(value, (info.context or {}).get("base")))
+
+    def describe(self) -> str:
+        return self.path or f"hub:{self.hub}" + (f"[{self.split}]" if self.split else "")
+
+
+class DataSpec(Strict):
+    train: list[DataSource] = Field(default_factory=list)
+    eval: DataSource | None = None
+    test: DataSource | None = None
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, dict)) else value
+
+
+class TaskSpec(Strict):
+    name: str = Field(description="sts | classification")
+    num_labels: PositiveInt | None = None
+    labels: list[str] | None = None
+    metric: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from kdforge.tasks import TASKS
+
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}; valid: {', '.join(TASKS.names())}")
+        return value
+
+
+class MethodSpec(BaseModel):
+    """``{name, weight, ...args}``; the args are checked against the method's own schema."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    weight: float = 1.0
+
+    @model_validator(mode="after")
+    def _known_with_valid_args(self) -> MethodSpec:
+        from kdforge.methods import METHODS
+
+        if self.name not in METHODS:
+            raise ValueError(f"unknown method {self.name!r}; valid: {', '.join(METHODS.names())}")
+        METHODS.get(self.name).parse_args(self.args)
+        return self
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainingSpec(Strict):
+    epochs: PositiveFloat = 1.0
+    max_steps: PositiveInt | None = None
+    batch_size: PositiveInt = 32
+    gradient_accumulation: PositiveInt = 1
+    lr: PositiveFloat = 5e-5
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    max_grad_norm: float | None = 1.0
+    bf16: bool = False
+    max_length: PositiveInt | None = None
+    save_every: PositiveInt = 500
+    keep_checkpoints: PositiveInt = 2
+    log_every: PositiveInt = 10
+    teacher_cache: Literal["auto", "off"] = Field(
+        "auto", description="keep sentence-level teacher outputs in memory after their first use"
+    )
+    length_grouping: bool = Field(
+        True, description="batch examples of similar length together (less padding, same data per epoch)"
+    )
+    seed: int | None = None
+
+
+class StageSpec(Strict):
+    name: str = "distill"
+    kind: Literal["distill", "finetune"] = "distill"
+    teacher: TeacherSpec | None = None
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    task: TaskSpec
+    data: DataSpec
+    methods: list[MethodSpec] = Field(default_factory=list)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    export: list[Literal["hf", "sentence-transformers"]] | None = None
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _teacher_from_string(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
+
+    @field_validator("student", mode="before")
+    @classmethod
+    def _student_from_string(cls, value: Any) -> Any:
+        return {"model": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> StageSpec:
+        if self.kind == "finetune":
+            if self.teacher is not None:
+                raise ValueError("a finetune stage trains 'student.model' on labels and takes no teacher")
+            if not self.student.model:
+                raise ValueError("a finetune stage needs 'student.model' (the backbone to fine-tune)")
+            if not self.methods:
+                self.methods = [MethodSpec(name="ce")]
+        else:
+            if self.teacher is None:
+                raise ValueError("a distill stage needs a 'teacher'")
+            if not self.methods:
+                default = "embedding_mse" if self.task.name == "sts" else "kd"
+                self.methods = [MethodSpec(name=default)]
+        if not self.data.train:
+            raise ValueError("data.train is empty: give at least one training source")
+        return self
+
+
+class OutputSpec(Strict):
+    dir: str | None = None
+    export: bool = True
+    benchmark: bool = Field(True, description="measure teacher and student throughput at the end")
+
+
+class Recipe(Strict):
+    name: str = "kdforge-run"
+    seed: int = 42
+    stages: list[StageSpec]
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        defaults = {k: data.pop(k) for k in STAGE_KEYS if k in data}
+        stages = data.get("stages")
+        if stages is None:
+            data["stages"] = [defaults]
+        elif isinstance(stages, list):
+            data["stages"] = [_merge(defaults, s) if isinstance(s, dict) else s for s in stages]
+        return data
+
+    @model_validator(mode="after")
+    def _stage_references(self) -> Recipe:
+        seen: list[str] = []
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"two stages are named {stage.name!r}; stage names must be unique")
+            for model in (stage.teacher.model if stage.teacher else None, stage.student.model):
+                if model and model.startswith(STAGE_PREFIX) and model[len(STAGE_PREFIX):] not in seen:
+                    raise ValueError(
+                        f"stage {stage.name!r} refers to {model!r}, but no earlier stage has that name "
+                        f"(earlier: {', '.join(seen) or 'none'})"
+                    )
+            seen.append(stage.name)
+        return self
+
+    @property
+    def is_flat(self) -> bool:
+        return len(self.stages) == 1
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Recipe:
+        from kdforge.recipe.loading import load_recipe
+
+        return load_recipe(path)
+
+
+def _merge(defaults: dict, override: dict) -> dict:
+    """Stage keys override the recipe's defaults; nested mappings merge one level deep."""
+    merged = dict(defaults)
+    for key, value in override.items():
+        base = merged.get(key)
+        if isinstance(base, dict) and isinstance(value, dict):
+            merged[key] = {**base, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` in paths, so recipes travel between machines."""
+    return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+
+
+def resolve_path(value: str, base: str | None) -> Path:
+    """A path as written, relative to the working directory, else to the recipe's folder."""
+    path = Path(expand_env(value)).expanduser()
+    tried = [path]
+    if path.exists():
+        return path.resolve()
+    if not path.is_absolute() and base:
+        alt = Path(base) / path
+        tried.append(alt)
+        if alt.exists():
+            return alt.resolve()
+    raise ValueError(f"no such file or folder: {' or '.join(str(t) for t in tried)}")

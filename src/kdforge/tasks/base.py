@@ -1,0 +1,48 @@
+"""The task interface: which model kind it trains, how it reads data, how it scores a model."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import datasets
+
+from kdforge.models.text_model import Kind, TextModel
+from kdforge.recipe.schema import DataSource, TaskSpec
+from kdforge.registry import Registry
+
+
+class Task(ABC):
+    kind: ClassVar[Kind]
+    default_metric: ClassVar[str]
+    registered_name: ClassVar[str]
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+
+    @property
+    def primary_metric(self) -> str:
+        return self.spec.metric or self.default_metric
+
+    @property
+    def num_labels(self) -> int | None:
+        return None
+
+    @abstractmethod
+    def train_dataset(self, sources: list[DataSource]) -> datasets.Dataset:
+        """Columns ``text`` [, ``text_pair``, ``label``] and ``index`` (0..N-1)."""
+
+    @abstractmethod
+    def is_labelled(self, ds: datasets.Dataset) -> bool:
+        """Whether every row carries the gold value this task scores against."""
+
+    @abstractmethod
+    def evaluate(self, model: TextModel, ds: datasets.Dataset, where: str, batch_size: int = 64) -> dict[str, float]:
+        """Metrics of ``model`` on a labelled dataset (from ``load_source``), x100."""
+
+    def configure(self, model: TextModel) -> None:
+        """Record task facts (label names) in the model so exported folders carry them."""
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+register_task = TASKS.register

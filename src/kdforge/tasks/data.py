@@ -1,0 +1,176 @@
+"""Read examples from files (STS-B, GLUE TSV, SuperGLUE JSONL, any CSV/TSV/JSONL/TXT) or the hub.
+
+Every source becomes an Arrow ``datasets.Dataset`` with the same columns: ``text``, and when
+present ``text_pair``, ``label`` (as written: int or string) and ``score`` (float).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import datasets
+
+from kdforge.errors import DataError
+from kdforge.recipe.schema import DataSource
+
+TEXT_COLUMNS = ("sentence1", "sentence", "text", "premise", "question", "#1 String", "query", "anchor", "s1")
+PAIR_COLUMNS = ("sentence2", "hypothesis", "#2 String", "passage", "positive", "s2")
+LABEL_COLUMNS = ("label", "Quality", "gold_label", "labels")
+SCORE_COLUMNS = ("score", "similarity", "relatedness", "gold_score")
+
+# Files tried, in order, when a source names a folder and a split.
+SPLIT_ALIASES = {"dev": ("dev", "validation", "val", "valid"), "validation": ("validation", "dev", "val", "valid")}
+SPLIT_ALIASES["val"] = SPLIT_ALIASES["dev"]
+SPLIT_FILES = ("{}.tsv", "{}.jsonl", "sts-{}.csv", "{}.csv", "{}.txt", "{}.json")
+
+csv.field_size_limit(sys.maxsize)
+
+
+def load_source(source: DataSource, split: str | None = None) -> datasets.Dataset:
+    """Load one source as a dataset with normalized columns (``limit`` rows at most)."""
+    if source.hub:
+        rows = _hub_rows(source, split)
+        where = f"hub:{source.hub}"
+    else:
+        path = _pick_file(Path(source.path), source.split or split)
+        where = str(path)
+        rows = _file_rows(path, source.format)
+    if source.limit:
+        rows = rows[: source.limit]
+    if not rows:
+        raise DataError(f"{where}: no examples")
+    return datasets.Dataset.from_list(_normalize(rows, source, where))
+
+
+def _pick_file(path: Path, split: str | None) -> Path:
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder")
+    split = split or "train"
+    for name in SPLIT_ALIASES.get(split, (split,)):
+        for pattern in SPLIT_FILES:
+            candidate = path / pattern.format(name)
+            if candidate.is_file():
+                return candidate
+    files = ", ".join(sorted(p.name for p in path.iterdir() if p.is_file())) or "none"
+    raise DataError(f"{path}: no file for split {split!r} (files: {files}); name the file in 'path'")
+
+
+def _file_rows(path: Path, fmt: str) -> list[dict]:
+    if fmt == "auto":
+        fmt = _detect(path)
+    try:
+        if fmt == "text":
+            return [{"text": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if fmt == "jsonl":
+            return _jsonl(path)
+        if fmt == "stsb":
+            return _stsb(path)
+        return _delimited(path, "\t" if fmt == "tsv" else ",")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason})") from None
+
+
+def _detect(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    if suffix == ".txt":
+        return "text"
+    with path.open(encoding="utf-8-sig") as handle:
+        first = handle.readline().rstrip("\n").split("\t")
+    if len(first) >= 7 and _is_float(first[4]):
+        return "stsb"
+    if suffix == ".tsv" or len(first) > 1:
+        return "tsv"
+    return "csv"
+
+
+def _is_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _jsonl(path: Path) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+    return rows
+
+
+def _stsb(path: Path) -> list[dict]:
+    """The original STS benchmark layout: genre, file, year, id, score, s1, s2 [, extra]."""
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, fields in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if len(fields) < 7:
+                raise DataError(f"{path}:{number}: expected 7 tab-separated fields (STS-B layout), got {len(fields)}")
+            rows.append({"score": float(fields[4]), "sentence1": fields[5], "sentence2": fields[6]})
+    return rows
+
+
+def _delimited(path: Path, delimiter: str) -> list[dict]:
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
+        return [row for row in reader if any(v for v in row.values() if isinstance(v, str))]
+
+
+def _hub_rows(source: DataSource, split: str | None) -> list[dict]:
+    try:
+        ds = datasets.load_dataset(source.hub, source.subset, split=source.split or split or "train")
+    except Exception as err:  # the hub raises many types; all mean "not available"
+        raise DataError(f"hub:{source.hub}: cannot load ({str(err).splitlines()[0]}); offline? use a local path") from err
+    return ds.to_list()
+
+
+def _find(columns: list[str], explicit: str | None, candidates: tuple[str, ...], exclude: set[str]) -> str | None:
+    if explicit:
+        return explicit
+    return next((c for c in candidates if c in columns and c not in exclude), None)
+
+
+def _normalize(rows: list[dict], source: DataSource, where: str) -> list[dict]:
+    columns = list(rows[0].keys())
+    for name in (source.text, source.text_pair, source.label, source.score):
+        if name and name not in columns:
+            raise DataError(f"{where}: no column {name!r} (columns: {', '.join(columns)})")
+    text = _find(columns, source.text, TEXT_COLUMNS, set())
+    if text is None:
+        raise DataError(f"{where}: cannot tell which column holds the text (columns: {', '.join(columns)}); set 'text'")
+    pair = _find(columns, source.text_pair, PAIR_COLUMNS + (("sentence",) if text == "question" else ()), {text})
+    label = _find(columns, source.label, LABEL_COLUMNS, {text, pair})
+    score = _find(columns, source.score, SCORE_COLUMNS, {text, pair, label})
+    out = []
+    for number, row in enumerate(rows):
+        item = {"text": _text(row.get(text), where, number, text)}
+        if pair:
+            item["text_pair"] = _text(row.get(pair), where, number, pair)
+        if label is not None and row.get(label) not in (None, ""):
+            item["label"] = str(row[label])
+        if score is not None and row.get(score) not in (None, ""):
+            try:
+                item["score"] = float(row[score])
+            except ValueError:
+                raise DataError(f"{where}: row {number + 1}: score {row[score]!r} is not a number") from None
+        out.append(item)
+    return out
+
+
+def _text(value, where: str, number: int, column: str) -> str:
+    if value is None:
+        raise DataError(f"{where}: row {number + 1} has no value in column {column!r}")
+    return str(value)
