@@ -120,6 +120,9 @@ def train(
         batch_size=training.batch_size,
         sampler=EpochShuffleSampler(lengths, seed, group),
         collate_fn=collator,
+        # Its own generator: creating an iterator must not draw from the global RNG, or a
+        # resumed run (which creates one more iterator) would get different dropout masks.
+        generator=torch.Generator().manual_seed(seed),
     )
     optimizer = _optimizer(objective, training)
     objective, optimizer, loader = accelerator.prepare(objective, optimizer, loader)
@@ -206,7 +209,7 @@ def train(
             losses.append(round(value, 6))
             bar.update(1)
             if global_step % training.log_every == 0 or global_step == total_steps:
-                bar.set_postfix(loss=f"{running:.4g}")
+                bar.set_postfix(loss=f"{running:.4g}", refresh=False)
                 logs = {"loss": value, "lr": scheduler.get_last_lr()[0]}
                 logs.update({f"loss/{k}": v.item() for k, v in parts.items()})
                 accelerator.log(logs, step=global_step)

@@ -1,0 +1,165 @@
+"""The ``kdforge`` command: thin over the library (parse, call, print).
+
+Errors meant for the user print as one line and exit 2; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kdforge.errors import KdforgeError
+
+app = typer.Typer(
+    help="Distil a large pre-trained language model into a small, fast student.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _guard(action: Callable[[], Any]) -> Any:
+    """Run ``action``; turn errors into one line and an exit code."""
+    try:
+        return action()
+    except KdforgeError as error:
+        if _state["debug"]:
+            raise
+        err.print(f"[bold red]kdforge: error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("kdforge: interrupted; run the same command again to resume from the last checkpoint")
+        raise typer.Exit(130) from None
+    except Exception as error:  # a kdforge bug: still one line unless --debug
+        if _state["debug"]:
+            raise
+        first = str(error).splitlines()[0] if str(error) else ""
+        err.print(
+            f"[bold red]kdforge: internal error:[/] {type(error).__name__}: {first} (rerun with --debug for the traceback)",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: output.dir or runs/NAME).")] = None,
+) -> None:
+    """Run a recipe: train every stage, evaluate teacher vs student, export the student."""
+    from kdforge import run as run_recipe
+    from kdforge.recipe import load_recipe
+
+    _guard(lambda: run_recipe(load_recipe(recipe), str(out_dir) if out_dir else None))
+
+
+@app.command()
+def validate(recipe: Annotated[Path, typer.Argument(help="YAML recipe.")]) -> None:
+    """Check a recipe without running it."""
+    from kdforge.recipe import load_recipe
+
+    loaded = _guard(lambda: load_recipe(recipe))
+    stages = ", ".join(f"{s.name} ({s.kind}: {', '.join(m.name for m in s.methods)})" for s in loaded.stages)
+    out.print(f"{recipe}: valid; stages: {stages}", highlight=False)
+
+
+@app.command()
+def quickstart(
+    data: Annotated[str | None, typer.Option(help="STS file or folder: also score against gold similarity.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/quickstart"),
+    epochs: Annotated[float, typer.Option(help="Passes over the packaged sentences.")] = 8.0,
+) -> None:
+    """Distil the packaged MiniLM teacher into a 2-layer student, offline, and compare them."""
+    from kdforge import run as run_recipe
+    from kdforge.quickstart import quickstart_recipe
+
+    def action() -> None:
+        recipe = quickstart_recipe(out_dir, data=data, epochs=epochs)
+        (out_dir / "quickstart.yaml").write_text(_to_yaml(recipe))
+        run_recipe(recipe, str(out_dir))
+
+    _guard(action)
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Model folder, alias (minilm) or hub id.")],
+    task: Annotated[str, typer.Option(help="sts | classification")],
+    data: Annotated[str, typer.Option(help="Data file or folder.")],
+    split: Annotated[str, typer.Option(help="Split to read when --data is a folder.")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Score a model on a labelled dataset."""
+    from kdforge.engine.pipeline import evaluate_model
+    from kdforge.recipe.schema import DataSource
+
+    def action() -> dict:
+        try:
+            source = DataSource.model_validate({"path": data, "split": split})
+        except ValueError as error:
+            raise KdforgeError(f"--data: {str(error).splitlines()[-1].strip()}") from None
+        return evaluate_model(model, task, source, split)
+
+    metrics = _guard(action)
+    if as_json:
+        print(json.dumps({"model": model, "task": task, "data": data, "split": split, "metrics": metrics}))
+        return
+    table = Table(title=f"{model} on {data} ({split})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.2f}")
+    out.print(table)
+
+
+@app.command()
+def methods() -> None:
+    """List the distillation methods, what they need, and their papers."""
+    from kdforge.methods import METHODS
+
+    table = Table(title="kdforge methods")
+    for column in ("name", "what it does", "needs", "paper"):
+        table.add_column(column)
+    for name, cls in METHODS:
+        method = cls()
+        needs = sorted(method.student_needs())
+        if not method.needs_teacher:
+            needs.append("no teacher")
+        if method.needs_labels:
+            needs.append("labels")
+        table.add_row(name, cls.summary, ", ".join(needs), cls.paper)
+    out.print(table)
+
+
+def _to_yaml(recipe) -> str:
+    import yaml
+
+    data = recipe.model_dump(mode="json", exclude_defaults=True)
+    for stage in data.get("stages", []):
+        stage.setdefault("task", {"name": recipe.stages[0].task.name})
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
