@@ -46,6 +46,11 @@ def resolve(source: str) -> str:
     return source
 
 
+def _looks_local(location: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else that does not exist is a missing folder."""
+    return location.startswith((".", "/", "~")) or location.count("/") > 1 or "\\" in location
+
+
 def _read_meta(path: Path) -> dict:
     meta = path / META_FILE
     return json.loads(meta.read_text()) if meta.is_file() else {}
@@ -65,6 +70,8 @@ def load_model(
     quiet_transformers()
     location = resolve(source)
     path = Path(location)
+    if not path.exists() and _looks_local(location):
+        raise ModelError(f"cannot load model {source!r}: no such folder; aliases: {', '.join(ALIASES)}")
     try:
         if path.is_dir() and (path / "modules.json").is_file():
             return _load_sentence_transformer(path, kind, num_labels, trust_remote_code, source)

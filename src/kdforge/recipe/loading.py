@@ -54,10 +54,10 @@ def _one_line(err: ValidationError, source: Path | None, text: str | None, flat:
         message = f"missing required key {loc[-1]!r}"
         field = _dotted(loc[:-1]) or "recipe"
     line = _line_of(text, loc) if text else None
-    where = f"{source}:{line}" if source and line else (str(source) if source else "recipe")
+    where = f"{source}:{line}: " if source and line else (f"{source}: " if source else "")
     more = len(err.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{where}: {field}: {message}{suffix}"
+    return f"{where}{field}: {message}{suffix}"
 
 
 def _dotted(loc: list) -> str:

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-STAGE_KEYS = ("teacher", "student", "task", "data", "methods", "training", "export")
+STAGE_KEYS = ("kind", "teacher", "student", "task", "data", "methods", "training", "export")
 STAGE_PREFIX = "stage:"
 
 
