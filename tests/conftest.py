@@ -112,7 +112,9 @@ def data_dir(tmp_path_factory) -> Path:
     pairs = sentences(80, seed=4)
     with (folder / "sts-dev.csv").open("w") as handle:
         for i in range(0, 80, 2):
-            handle.write(f"main-captions\tMSRvid\t2012test\t{i:04d}\t{rng.uniform(0, 5):.3f}\t{pairs[i]}\t{pairs[i + 1]}\n")
+            handle.write(
+                f"main-captions\tMSRvid\t2012test\t{i:04d}\t{rng.uniform(0, 5):.3f}\t{pairs[i]}\t{pairs[i + 1]}\n"
+            )
     with (folder / "sst.tsv").open("w") as handle:
         handle.write("sentence\tlabel\n")
         for text, label in labelled(160, seed=5):

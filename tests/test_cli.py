@@ -61,7 +61,9 @@ def test_eval_json(embedding_teacher_dir, data_dir):
 
 
 def test_eval_on_unlabelled_data_is_refused(embedding_teacher_dir, data_dir):
-    result = runner.invoke(app, ["eval", str(embedding_teacher_dir), "--task", "sts", "--data", str(data_dir / "train.txt")])
+    result = runner.invoke(
+        app, ["eval", str(embedding_teacher_dir), "--task", "sts", "--data", str(data_dir / "train.txt")]
+    )
     assert result.exit_code == 2 and "no gold scores" in result.output
 
 

@@ -52,8 +52,10 @@ def _guard(action: Callable[[], Any]) -> Any:
             raise
         first = str(error).splitlines()[0] if str(error) else ""
         err.print(
-            f"[bold red]kdforge: internal error:[/] {type(error).__name__}: {first} (rerun with --debug for the traceback)",
-            highlight=False, soft_wrap=True,
+            f"[bold red]kdforge: internal error:[/] {type(error).__name__}: {first} "
+            "(rerun with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1) from None
 
@@ -61,7 +63,9 @@ def _guard(action: Callable[[], Any]) -> Any:
 @app.command()
 def run(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe.")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default: output.dir or runs/NAME).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default: output.dir or runs/NAME).")
+    ] = None,
 ) -> None:
     """Run a recipe: train every stage, evaluate teacher vs student, export the student."""
     from kdforge import run as run_recipe

@@ -36,9 +36,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             prefix = f"{where}: " if where else ""
-            raise RecipeError(
-                f"{prefix}unknown {self.kind} {name!r}; valid: {', '.join(self.names())}"
-            ) from None
+            raise RecipeError(f"{prefix}unknown {self.kind} {name!r}; valid: {', '.join(self.names())}") from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -74,10 +74,18 @@ def test_finetune_then_distill_chain(embedding_teacher_dir, data_dir, tmp_path):
         "training": {"batch_size": 16, "lr": 2e-3, "max_steps": 60, "log_every": 5},
         "output": {"benchmark": False},
         "stages": [
-            {"name": "teacher", "kind": "finetune", "student": str(embedding_teacher_dir),
-             "training": {"max_steps": 200}},
-            {"name": "distill", "teacher": "stage:teacher", "student": {"num_layers": 2},
-             "methods": [{"name": "kd", "temperature": 2}, {"name": "ce", "weight": 0.5}]},
+            {
+                "name": "teacher",
+                "kind": "finetune",
+                "student": str(embedding_teacher_dir),
+                "training": {"max_steps": 200},
+            },
+            {
+                "name": "distill",
+                "teacher": "stage:teacher",
+                "student": {"num_layers": 2},
+                "methods": [{"name": "kd", "temperature": 2}, {"name": "ce", "weight": 0.5}],
+            },
         ],
     }
     results = kdforge.run(validate_recipe(recipe), tmp_path, show=False)

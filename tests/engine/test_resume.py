@@ -89,8 +89,9 @@ def test_kill_9_then_rerun_loses_nothing(embedding_teacher_dir, data_dir, tmp_pa
 
     subprocess.run([*command, str(tmp_path / "straight")], check=True, env=env, capture_output=True)
 
-    victim = subprocess.Popen([*command, str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        [*command, str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     checkpoints = tmp_path / "killed" / "stages" / "distill" / "checkpoints"
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.name.startswith("step-") for p in checkpoints.glob("step-*")):

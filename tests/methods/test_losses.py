@@ -46,9 +46,7 @@ TEACHER_LOGITS = [[3.0, 1.0, 0.0], [0.0, 0.0, 2.0]]
 
 def hand_kd(student, teacher, temperature):
     """T^2 * mean over rows of KL(p_teacher || p_student), both softened at T."""
-    per_row = [
-        kl(softmax(t, temperature), softmax(s, temperature)) for s, t in zip(student, teacher, strict=True)
-    ]
+    per_row = [kl(softmax(t, temperature), softmax(s, temperature)) for s, t in zip(student, teacher, strict=True)]
     return temperature**2 * sum(per_row) / len(per_row)
 
 
@@ -83,7 +81,8 @@ def test_kd_loss_averages_over_the_batch_not_over_classes():
     one_row = kd_loss(torch.tensor(STUDENT_LOGITS[:1]), torch.tensor(TEACHER_LOGITS[:1]), 2.0).item()
     doubled = kd_loss(torch.tensor(STUDENT_LOGITS[:1] * 2), torch.tensor(TEACHER_LOGITS[:1] * 2), 2.0).item()
     assert doubled == pytest.approx(one_row, rel=1e-6)
-    assert one_row == pytest.approx(4.0 * kl(softmax(TEACHER_LOGITS[0], 2.0), softmax(STUDENT_LOGITS[0], 2.0)), rel=1e-5)
+    by_hand = 4.0 * kl(softmax(TEACHER_LOGITS[0], 2.0), softmax(STUDENT_LOGITS[0], 2.0))
+    assert one_row == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_kd_loss_reads_half_precision_logits_in_float32():
@@ -128,9 +127,7 @@ def test_masked_mean_over_tokens():
 
 def test_masked_mean_over_tokens_and_features():
     # [B=2, T=2, H=3]; the second example's second token is padding.
-    values = torch.tensor(
-        [[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [[7.0, 8.0, 9.0], [HUGE, HUGE, HUGE]]]
-    )
+    values = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [[7.0, 8.0, 9.0], [HUGE, HUGE, HUGE]]])
     mask = torch.tensor([[1, 1], [1, 0]])
     assert masked_mean(values, mask).item() == pytest.approx(sum(range(1, 10)) / 9)
 

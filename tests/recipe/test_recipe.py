@@ -563,14 +563,14 @@ def test_data_source_forms(tmp_path):
     (tmp_path / "a.txt").write_text("x\n")
     path = write(
         tmp_path,
-        f"""\
+        """\
         teacher: minilm
-        task: {{name: classification}}
+        task: {name: classification}
         data:
           train:
             - a.txt
-            - {{path: train.txt, text: sentence, label: y, limit: 5}}
-          eval: {{hub: glue, subset: sst2, split: validation}}
+            - {path: train.txt, text: sentence, label: y, limit: 5}
+          eval: {hub: glue, subset: sst2, split: validation}
         """,
     )
     data = load_recipe(path).stages[0].data

@@ -38,7 +38,7 @@ def data_error(path: Path, split: str | None = None, **fields) -> str:
 
 STSB_ROWS = (
     'main-captions\tMSRvid\t2012test\t0001\t5.000\tA man is playing a "flute.\tA man plays the flute.\n'
-    "main-news\theadlines\t2013\t0002\t0.250\tStocks fall.\tIt rains \"hard\" today.\tsource-a\tsource-b\n"
+    'main-news\theadlines\t2013\t0002\t0.250\tStocks fall.\tIt rains "hard" today.\tsource-a\tsource-b\n'
     "main-forums\tdeft-forum\t2014\t0003\t3\tI don't think so.\tI do not think so.\n"
 )
 
@@ -119,6 +119,14 @@ def test_qnli_question_sentence(tmp_path):
     assert ds["label"] == ["entailment", "not_entailment"]
 
 
+def test_quora_question_pairs(tmp_path):
+    path = write(
+        tmp_path / "dev.tsv", "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\tlabel\n0\t1\t2\tHow?\tWhy?\t0\t0\n"
+    )
+    ds = load(path)
+    assert ds["text"] == ["How?"] and ds["text_pair"] == ["Why?"] and ds["label"] == ["0"]
+
+
 def test_superglue_jsonl(tmp_path):
     rows = [
         {"premise": "It rained.", "hypothesis": "The ground is wet.", "label": "entailment", "idx": 0},
@@ -133,12 +141,13 @@ def test_superglue_jsonl(tmp_path):
 
 
 def test_jsonl_integer_labels_become_strings(tmp_path):
-    path = write(tmp_path / "x.jsonl", json.dumps({"sentence": "a", "label": 1}) + "\n" + json.dumps({"sentence": "b", "label": 0}))
+    rows = [{"sentence": "a", "label": 1}, {"sentence": "b", "label": 0}]
+    path = write(tmp_path / "x.jsonl", "\n".join(json.dumps(r) for r in rows))
     assert load(path)["label"] == ["1", "0"]
 
 
 def test_plain_text_one_sentence_per_line(tmp_path):
-    path = write(tmp_path / "s.txt", "first sentence .\n\n  second one  \nthird, with \"quotes\n")
+    path = write(tmp_path / "s.txt", 'first sentence .\n\n  second one  \nthird, with "quotes\n')
     ds = load(path)
     assert ds.column_names == ["text"]
     assert ds["text"] == ["first sentence .", "second one", 'third, with "quotes']

@@ -156,5 +156,7 @@ def load_checkpoint(checkpoint: Checkpoint) -> tuple[dict, dict, dict]:
         scheduler = json.loads((path / "scheduler.json").read_text())
         _restore_rng(path)
     except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err}); delete it to resume from the one before") from err
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({err}); delete it to resume from the one before"
+        ) from err
     return model, optimizer, scheduler

@@ -91,7 +91,7 @@ class Pipeline:
 
     def _model_source(self, name: str) -> str:
         if name.startswith(STAGE_PREFIX):
-            return str(self.outputs[name[len(STAGE_PREFIX):]])
+            return str(self.outputs[name[len(STAGE_PREFIX) :]])
         return name
 
     def _load_teacher(self, stage: StageSpec, task: Task) -> TextModel | None:
@@ -109,29 +109,38 @@ class Pipeline:
             )
         if task.kind == "classifier" and task.num_labels and teacher.num_labels != task.num_labels:
             raise ModelError(f"the teacher has {teacher.num_labels} labels but the task has {task.num_labels}")
-        log(f"teacher [bold]{stage.teacher.model}[/]: {teacher.num_layers} layers, "
-            f"hidden {teacher.hidden_size}, {teacher.num_parameters() / 1e6:.1f}M parameters")
+        log(
+            f"teacher [bold]{stage.teacher.model}[/]: {teacher.num_layers} layers, "
+            f"hidden {teacher.hidden_size}, {teacher.num_parameters() / 1e6:.1f}M parameters"
+        )
         return teacher
 
     def _load_student(self, stage: StageSpec, task: Task, teacher: TextModel | None) -> TextModel:
         spec = stage.student
         if spec.model:
             student = load_model(
-                self._model_source(spec.model), kind=task.kind, num_labels=task.num_labels,
+                self._model_source(spec.model),
+                kind=task.kind,
+                num_labels=task.num_labels,
                 trust_remote_code=spec.trust_remote_code,
             )
-            log(f"student [bold]{spec.model}[/]: {student.num_layers} layers, "
-                f"{student.num_parameters() / 1e6:.1f}M parameters")
+            log(
+                f"student [bold]{spec.model}[/]: {student.num_layers} layers, "
+                f"{student.num_parameters() / 1e6:.1f}M parameters"
+            )
         else:
             assert teacher is not None
             student, report = build_student(teacher, spec)
-            log(f"student: {student.num_layers} layers, hidden {student.hidden_size}, "
-                f"{student.num_parameters() / 1e6:.1f}M parameters; {report.describe()}")
+            log(
+                f"student: {student.num_layers} layers, hidden {student.hidden_size}, "
+                f"{student.num_parameters() / 1e6:.1f}M parameters; {report.describe()}"
+            )
         task.configure(student)
         return student
 
-    def _methods(self, stage: StageSpec, index: int, teacher: TextModel | None, student: TextModel,
-                 has_labels: bool) -> list[Method]:
+    def _methods(
+        self, stage: StageSpec, index: int, teacher: TextModel | None, student: TextModel, has_labels: bool
+    ) -> list[Method]:
         pair = Pair(
             teacher=shape(teacher) if teacher is not None else None,
             student=shape(student),
@@ -177,14 +186,23 @@ class Pipeline:
         names = ", ".join(f"{m.name} x{m.weight:g}" for m in stage.methods)
         log(f"stage [bold]{stage.name}[/] ({stage.kind}): {len(dataset):,} training examples; methods: {names}")
         result = train(
-            student, teacher, methods, [m.weight for m in stage.methods], dataset, stage.training, folder,
+            student,
+            teacher,
+            methods,
+            [m.weight for m in stage.methods],
+            dataset,
+            stage.training,
+            folder,
             seed=stage.training.seed if stage.training.seed is not None else self.recipe.seed,
-            fingerprint=fingerprint, desc=stage.name,
+            fingerprint=fingerprint,
+            desc=stage.name,
         )
         if result.resumed_from:
             log(f"resumed from the checkpoint at step {result.resumed_from}")
-        log(f"trained {result.steps} steps in {result.seconds:.0f}s ({result.seconds_per_step * 1000:.0f} ms/step), "
-            f"final loss {result.final_loss:.4g}")
+        log(
+            f"trained {result.steps} steps in {result.seconds:.0f}s ({result.seconds_per_step * 1000:.0f} ms/step), "
+            f"final loss {result.final_loss:.4g}"
+        )
         save_hf(student, model_dir)
         done.write_text(json.dumps({"fingerprint": fingerprint, "training": asdict(result) | {"losses": None}}))
         self.outputs[stage.name] = model_dir
@@ -215,7 +233,9 @@ class Pipeline:
                 results[name] = model_size(model) | {"sentences_per_second": speed[name]["sentences_per_second"]}
             results["speed_setup"] = {k: v for k, v in speed["student"].items() if k != "sentences_per_second"}
             if teacher is not None:
-                results["speedup"] = results["student"]["sentences_per_second"] / results["teacher"]["sentences_per_second"]
+                results["speedup"] = (
+                    results["student"]["sentences_per_second"] / results["teacher"]["sentences_per_second"]
+                )
                 results["compression"] = results["teacher"]["parameters"] / results["student"]["parameters"]
         for split in ("eval", "test"):
             t = metrics.get("teacher", {}).get(split, {}).get(task.primary_metric)
@@ -255,8 +275,13 @@ def run(recipe: Recipe, out: str | Path | None = None, show: bool = True) -> dic
             entry["training"] = asdict(outcome.training) | {"losses": None}
         stages.append(entry)
     assert outcome is not None
-    results = {"recipe": recipe.name, "output": str(out), **stages[-1], "stages": stages,
-               "wall_seconds": time.perf_counter() - started}
+    results = {
+        "recipe": recipe.name,
+        "output": str(out),
+        **stages[-1],
+        "stages": stages,
+        "wall_seconds": time.perf_counter() - started,
+    }
     if recipe.output.export:
         formats = outcome.stage.export or [default_format(outcome.student)]
         for i, fmt in enumerate(formats):

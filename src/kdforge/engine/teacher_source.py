@@ -8,6 +8,8 @@ persistent knowledge store covers them.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from kdforge.methods.base import Batch
@@ -25,6 +27,7 @@ class TeacherSource:
         self._memory: dict[str, dict[int, torch.Tensor]] = {name: {} for name in needs}
         self.hits = 0
         self.misses = 0
+        self.seconds = 0.0  # spent in live teacher forwards
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> Views:
@@ -39,7 +42,9 @@ class TeacherSource:
                 setattr(views, name, torch.stack([self._memory[name][i] for i in ids]).to(device))
             return views
         self.misses += 1
+        started = time.perf_counter()
         views = self.teacher(inputs, self.needs).detach()
+        self.seconds += time.perf_counter() - started
         if self.cache_enabled:
             for name in self.needs:
                 rows = getattr(views, name)

@@ -62,6 +62,7 @@ class TrainResult:
     resumed_from: int | None
     examples: int
     teacher_cache_hits: int = 0
+    teacher_seconds: float = 0.0  # live teacher forwards, part of ``seconds``
     losses: list[float] = field(default_factory=list)
 
 
@@ -171,8 +172,12 @@ def train(
     accelerator.init_trackers(desc.replace("/", "_"))
     objective.train()
     bar = tqdm(
-        total=total_steps, initial=global_step, desc=desc, unit="step",
-        disable=not accelerator.is_local_main_process, dynamic_ncols=True,
+        total=total_steps,
+        initial=global_step,
+        desc=desc,
+        unit="step",
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
         mininterval=0.5 if sys.stderr.isatty() else 30.0,
     )
     started = time.perf_counter()
@@ -230,5 +235,6 @@ def train(
         resumed_from=resumed_from,
         examples=len(dataset),
         teacher_cache_hits=source.hits if source is not None else 0,
+        teacher_seconds=source.seconds if source is not None else 0.0,
         losses=losses,
     )

@@ -36,6 +36,7 @@ def similarity_fidelity(teacher: torch.Tensor, student: torch.Tensor) -> float:
     Needs no labels: it says how well the student reproduces the teacher's geometry on a set
     of sentences (all pairs of the set).
     """
+
     def pairwise(x: torch.Tensor) -> np.ndarray:
         x = torch.nn.functional.normalize(x.float(), dim=-1)
         sims = x @ x.T

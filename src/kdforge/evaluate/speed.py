@@ -33,7 +33,12 @@ def throughput(models: dict[str, TextModel], texts: Sequence[str], batch_size: i
         for name, model in models.items():
             best[name] = min(best[name], _run(model, texts, batch_size))
     return {
-        name: {"sentences_per_second": len(texts) / seconds, "seconds": seconds, "batch_size": batch_size,
-               "threads": torch.get_num_threads(), "sentences": len(texts)}
+        name: {
+            "sentences_per_second": len(texts) / seconds,
+            "seconds": seconds,
+            "batch_size": batch_size,
+            "threads": torch.get_num_threads(),
+            "sentences": len(texts),
+        }
         for name, seconds in best.items()
     }

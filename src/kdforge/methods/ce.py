@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
 from kdforge.errors import IncompatibleError
@@ -29,7 +30,7 @@ class CE(Method):
     summary = "cross-entropy on gold labels"
 
     class Args(MethodArgs):
-        label_smoothing: float = 0.0
+        label_smoothing: float = Field(0.0, ge=0.0, le=1.0)
 
     def setup(self, pair: Pair) -> None:
         if pair.student.kind != "classifier":

@@ -57,7 +57,9 @@ class Cosine(Method):
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
         if self.args.on == "embedding":
-            return cosine_loss(self.proj(student.require("embedding", "cosine")), teacher.require("embedding", "cosine"))
+            return cosine_loss(
+                self.proj(student.require("embedding", "cosine")), teacher.require("embedding", "cosine")
+            )
         hs = student.require("hidden_states", "cosine")[-1]
         ht = teacher.require("hidden_states", "cosine")[-1]
         return cosine_loss(self.proj(hs), ht, student.attention_mask)

@@ -58,7 +58,9 @@ class HiddenMSE(Method):
             raise IncompatibleError("hidden_mse compares token positions, but teacher and student tokenize differently")
         self.layer_map = check_map(
             self.args.layer_map or uniform_map(t.num_layers, s.num_layers, self.args.include_embeddings),
-            t.num_layers, s.num_layers, "hidden_mse",
+            t.num_layers,
+            s.num_layers,
+            "hidden_mse",
         )
         self.proj = width_projection(s.hidden_size, t.hidden_size)
 

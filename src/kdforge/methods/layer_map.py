@@ -10,7 +10,7 @@ def uniform_map(teacher_layers: int, student_layers: int, include_embeddings: bo
 
     Returns ``(teacher, student)`` hidden-state indices; ``(0, 0)`` is the embedding layer.
     """
-    pairs = [(round(m * teacher_layers / student_layers), m) for m in range(1, student_layers + 1)]
+    pairs = [(max(1, round(m * teacher_layers / student_layers)), m) for m in range(1, student_layers + 1)]
     return [(0, 0), *pairs] if include_embeddings else pairs
 
 

@@ -110,8 +110,9 @@ def record_qkv(model: nn.Module) -> Iterator[dict[str, list[Tensor]]]:
     for block in blocks:
         modules = _qkv_modules(block)
         if len(modules) == 3:
-            for name, module, n in zip(("queries", "keys", "values"), modules, (heads, kv_heads, kv_heads),
-                                       strict=True):
+            for name, module, n in zip(
+                ("queries", "keys", "values"), modules, (heads, kv_heads, kv_heads), strict=True
+            ):
                 handles.append(module.register_forward_hook(keep(name, n)))
         else:
             handles.append(modules[0].register_forward_hook(keep_fused))

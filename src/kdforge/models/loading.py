@@ -117,15 +117,11 @@ def _load_classifier(location: str, config, num_labels: int | None, trust: bool,
 
     if _is_classifier_config(config):
         if num_labels is not None and config.num_labels != num_labels:
-            raise ModelError(
-                f"{name}: the classifier has {config.num_labels} labels but the task has {num_labels}"
-            )
+            raise ModelError(f"{name}: the classifier has {config.num_labels} labels but the task has {num_labels}")
         return AutoModelForSequenceClassification.from_pretrained(location, trust_remote_code=trust)
     if num_labels is None:
         raise ModelError(f"{name}: a classifier head is needed; set task.num_labels")
-    return AutoModelForSequenceClassification.from_pretrained(
-        location, num_labels=num_labels, trust_remote_code=trust
-    )
+    return AutoModelForSequenceClassification.from_pretrained(location, num_labels=num_labels, trust_remote_code=trust)
 
 
 def _load_sentence_transformer(

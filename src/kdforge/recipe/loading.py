@@ -27,7 +27,11 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         raise RecipeError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping (teacher:, student:, task: ...)")
-    data.update(overrides or {})
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
     return validate_recipe(data, source=path, text=text)
 
 
@@ -37,14 +41,25 @@ def validate_recipe(data: dict[str, Any], source: Path | None = None, text: str 
     try:
         return Recipe.model_validate(data, context={"base": base})
     except ValidationError as err:
-        raise RecipeError(_one_line(err, source, text, flat)) from None
+        raise RecipeError(_one_line(err, data, source, text, flat)) from None
 
 
-def _one_line(err: ValidationError, source: Path | None, text: str | None, flat: bool) -> str:
-    first = err.errors()[0]
-    loc = list(first["loc"])
+def _written_at(loc: list, data: dict, flat: bool) -> list:
+    """The error's path as the user wrote it: a stage key inherited from the top level points there."""
     if flat and loc[:2] == ["stages", 0]:
-        loc = loc[2:]
+        return loc[2:]
+    if len(loc) >= 3 and loc[0] == "stages" and isinstance(loc[1], int):
+        stages = data.get("stages")
+        stage = stages[loc[1]] if isinstance(stages, list) and loc[1] < len(stages) else None
+        if isinstance(stage, dict) and loc[2] not in stage and loc[2] in data:
+            return loc[2:]
+    return loc
+
+
+def _one_line(err: ValidationError, data: dict, source: Path | None, text: str | None, flat: bool) -> str:
+    problems = {(tuple(_written_at(list(e["loc"]), data, flat)), e["msg"]): e for e in err.errors()}
+    first = err.errors()[0]
+    loc = _written_at(list(first["loc"]), data, flat)
     field = _dotted(loc) or "recipe"
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
@@ -55,7 +70,7 @@ def _one_line(err: ValidationError, source: Path | None, text: str | None, flat:
         field = _dotted(loc[:-1]) or "recipe"
     line = _line_of(text, loc) if text else None
     where = f"{source}:{line}: " if source and line else (f"{source}: " if source else "")
-    more = len(err.errors()) - 1
+    more = len(problems) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{where}{field}: {message}{suffix}"
 

@@ -61,8 +61,14 @@ class StudentSpec(Strict):
     def _one_source(self) -> StudentSpec:
         cut = any(
             v is not None
-            for v in (self.layers, self.num_layers, self.hidden_size, self.intermediate_size,
-                      self.num_attention_heads, self.config)
+            for v in (
+                self.layers,
+                self.num_layers,
+                self.hidden_size,
+                self.intermediate_size,
+                self.num_attention_heads,
+                self.config,
+            )
         )
         if self.model and cut:
             raise ValueError("give either 'model' or how to cut the student from the teacher, not both")
@@ -251,7 +257,7 @@ class Recipe(Strict):
         if stages is None:
             data["stages"] = [defaults]
         elif isinstance(stages, list):
-            data["stages"] = [_merge(defaults, s) if isinstance(s, dict) else s for s in stages]
+            data["stages"] = [_merge(_defaults_for(defaults, s), s) if isinstance(s, dict) else s for s in stages]
         return data
 
     @model_validator(mode="after")
@@ -261,7 +267,7 @@ class Recipe(Strict):
             if stage.name in seen:
                 raise ValueError(f"two stages are named {stage.name!r}; stage names must be unique")
             for model in (stage.teacher.model if stage.teacher else None, stage.student.model):
-                if model and model.startswith(STAGE_PREFIX) and model[len(STAGE_PREFIX):] not in seen:
+                if model and model.startswith(STAGE_PREFIX) and model[len(STAGE_PREFIX) :] not in seen:
                     raise ValueError(
                         f"stage {stage.name!r} refers to {model!r}, but no earlier stage has that name "
                         f"(earlier: {', '.join(seen) or 'none'})"
@@ -278,6 +284,13 @@ class Recipe(Strict):
         from kdforge.recipe.loading import load_recipe
 
         return load_recipe(path)
+
+
+def _defaults_for(defaults: dict, stage: dict) -> dict:
+    """A finetune stage has no teacher, so it does not inherit the recipe's default one."""
+    if stage.get("kind") == "finetune":
+        return {k: v for k, v in defaults.items() if k != "teacher"}
+    return defaults
 
 
 def _merge(defaults: dict, override: dict) -> dict:
@@ -308,7 +321,8 @@ def resolve_path(value: str, base: str | None) -> Path:
         return path.resolve()
     if not path.is_absolute() and base:
         alt = Path(base) / path
-        tried.append(alt)
+        if alt.resolve() != path.resolve():
+            tried.append(alt)
         if alt.exists():
             return alt.resolve()
     raise ValueError(f"no such file or folder: {' or '.join(str(t) for t in tried)}")

@@ -40,8 +40,12 @@ class Classification(Task):
             return
         distinct = sorted(set(values))
         if all(v.lstrip("-").isdigit() for v in distinct):
-            count = max(self.spec.num_labels or 0, max(int(v) for v in distinct) + 1)
-            self.label_names = [str(i) for i in range(count)]
+            numbers = sorted({int(v) for v in distinct})
+            if numbers[0] < 0:  # e.g. -1/1: keep numeric order
+                self.label_names = [str(n) for n in numbers]
+            else:
+                count = max(self.spec.num_labels or 0, numbers[-1] + 1)
+                self.label_names = [str(i) for i in range(count)]
         else:
             self.label_names = distinct
         if self.spec.num_labels and len(self.label_names) != self.spec.num_labels:
@@ -91,7 +95,10 @@ class Classification(Task):
         """For evaluating an existing classifier: take its label names when the task has none."""
         if self.label_names is None and model.kind == "classifier":
             id2label = model.hf.config.id2label
-            self.label_names = [str(id2label[i]) for i in range(len(id2label))]
+            names = [str(id2label[i]) for i in range(len(id2label))]
+            # transformers' placeholder names (LABEL_0, ...) mean "no names": labels are the ids
+            default = names == [f"LABEL_{i}" for i in range(len(names))]
+            self.label_names = [str(i) for i in range(len(names))] if default else names
 
     def is_labelled(self, ds: datasets.Dataset) -> bool:
         return "label" in ds.column_names and None not in ds["label"]

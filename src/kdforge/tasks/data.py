@@ -16,8 +16,18 @@ import datasets
 from kdforge.errors import DataError
 from kdforge.recipe.schema import DataSource
 
-TEXT_COLUMNS = ("sentence1", "sentence", "text", "premise", "question", "#1 String", "query", "anchor", "s1")
-PAIR_COLUMNS = ("sentence2", "hypothesis", "#2 String", "passage", "positive", "s2")
+# Column pairs recognised as (text, text_pair), in order; then single-text columns.
+PAIR_SCHEMAS = (
+    ("sentence1", "sentence2"),
+    ("premise", "hypothesis"),
+    ("question", "sentence"),
+    ("#1 String", "#2 String"),
+    ("question1", "question2"),
+    ("query", "passage"),
+    ("anchor", "positive"),
+    ("s1", "s2"),
+)
+TEXT_COLUMNS = ("sentence", "text", "sentence1", "premise", "question", "query", "anchor", "content")
 LABEL_COLUMNS = ("label", "Quality", "gold_label", "labels")
 SCORE_COLUMNS = ("score", "similarity", "relatedness", "gold_score")
 
@@ -76,18 +86,23 @@ def _file_rows(path: Path, fmt: str) -> list[dict]:
 
 
 def _detect(path: Path) -> str:
+    """By extension; otherwise a tab in the first line means TSV (or STS-B), else plain text."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         return "jsonl"
     if suffix == ".txt":
         return "text"
-    with path.open(encoding="utf-8-sig") as handle:
-        first = handle.readline().rstrip("\n").split("\t")
+    if suffix == ".csv" and "\t" not in _first_line(path):
+        return "csv"
+    first = _first_line(path).split("\t")
     if len(first) >= 7 and _is_float(first[4]):
         return "stsb"
-    if suffix == ".tsv" or len(first) > 1:
-        return "tsv"
-    return "csv"
+    return "tsv" if len(first) > 1 or suffix == ".tsv" else "text"
+
+
+def _first_line(path: Path) -> str:
+    with path.open(encoding="utf-8-sig") as handle:
+        return handle.readline().rstrip("\n")
 
 
 def _is_float(value: str) -> bool:
@@ -116,8 +131,12 @@ def _stsb(path: Path) -> list[dict]:
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, fields in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if not any(f.strip() for f in fields):
+                continue
             if len(fields) < 7:
                 raise DataError(f"{path}:{number}: expected 7 tab-separated fields (STS-B layout), got {len(fields)}")
+            if not _is_float(fields[4]):
+                raise DataError(f"{path}:{number}: score {fields[4]!r} is not a number (STS-B layout: field 5)")
             rows.append({"score": float(fields[4]), "sentence1": fields[5], "sentence2": fields[6]})
     return rows
 
@@ -133,7 +152,9 @@ def _hub_rows(source: DataSource, split: str | None) -> list[dict]:
     try:
         ds = datasets.load_dataset(source.hub, source.subset, split=source.split or split or "train")
     except Exception as err:  # the hub raises many types; all mean "not available"
-        raise DataError(f"hub:{source.hub}: cannot load ({str(err).splitlines()[0]}); offline? use a local path") from err
+        raise DataError(
+            f"hub:{source.hub}: cannot load ({str(err).splitlines()[0]}); offline? use a local path"
+        ) from err
     return ds.to_list()
 
 
@@ -148,10 +169,14 @@ def _normalize(rows: list[dict], source: DataSource, where: str) -> list[dict]:
     for name in (source.text, source.text_pair, source.label, source.score):
         if name and name not in columns:
             raise DataError(f"{where}: no column {name!r} (columns: {', '.join(columns)})")
-    text = _find(columns, source.text, TEXT_COLUMNS, set())
+    if source.text:
+        text, pair = source.text, source.text_pair
+    else:
+        text, pair = next(((a, b) for a, b in PAIR_SCHEMAS if a in columns and b in columns), (None, None))
+        text = text or _find(columns, None, TEXT_COLUMNS, set())
+        pair = source.text_pair or pair
     if text is None:
         raise DataError(f"{where}: cannot tell which column holds the text (columns: {', '.join(columns)}); set 'text'")
-    pair = _find(columns, source.text_pair, PAIR_COLUMNS + (("sentence",) if text == "question" else ()), {text})
     label = _find(columns, source.label, LABEL_COLUMNS, {text, pair})
     score = _find(columns, source.score, SCORE_COLUMNS, {text, pair, label})
     out = []
