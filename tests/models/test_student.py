@@ -62,3 +62,22 @@ def test_gpt2_style_teacher_can_be_cut():
     assert torch.equal(student.hf.h[1].attn.c_attn.weight, teacher.hf.h[3].attn.c_attn.weight)
     views = student(student.tokenize(["the cat ."]), frozenset({"hidden_states", "qkv"}))
     assert len(views.hidden_states) == 3 and views.queries[0].shape == (1, 4, views.hidden_states[0].shape[1], 8)
+
+
+def test_layer_mapping_follows_the_copied_blocks_and_survives_export(embedding_teacher_dir, tmp_path):
+    from kdforge.engine.pipeline import shape
+    from kdforge.export import export
+    from kdforge.methods import Pair
+    from kdforge.methods.hidden_mse import HiddenMSE
+
+    teacher = load_model(str(embedding_teacher_dir))
+    student, _ = build_student(teacher, StudentSpec(layers=[0, 3]))
+    export(student, tmp_path / "s")
+    reloaded = load_model(str(tmp_path / "s"))
+    assert reloaded.teacher_blocks == [0, 3]
+    method = HiddenMSE()
+    method.setup(Pair(shape(teacher), shape(reloaded), same_tokenizer=True))
+    assert method.layer_map == [(1, 1), (4, 2)]  # hidden state i+1 is the output of block i
+    fresh, _ = build_student(teacher, StudentSpec(num_layers=2, init="fresh"))
+    method.setup(Pair(shape(teacher), shape(fresh), same_tokenizer=True))
+    assert method.layer_map == [(2, 1), (4, 2)] and fresh.teacher_blocks is None  # uniform g(m) = 2m

@@ -60,6 +60,7 @@ def shape(model: TextModel) -> ModelShape:
         num_heads=model.num_heads,
         num_labels=model.num_labels,
         embedding_size=model.hidden_size,
+        teacher_blocks=tuple(model.teacher_blocks) if model.teacher_blocks else None,
     )
 
 

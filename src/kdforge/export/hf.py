@@ -15,6 +15,12 @@ def save_hf(model: TextModel, path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     model.hf.save_pretrained(path, safe_serialization=True)
     model.tokenizer.save_pretrained(path)
-    meta = {"kind": model.kind, "pooling": model.pooling, "normalize": model.normalize, "max_length": model.max_length}
+    meta = {
+        "kind": model.kind,
+        "pooling": model.pooling,
+        "normalize": model.normalize,
+        "max_length": model.max_length,
+        "teacher_blocks": model.teacher_blocks,
+    }
     (path / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return path

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
-from kdforge.methods.layer_map import check_map, uniform_map
+from kdforge.methods.layer_map import check_map, default_map
 from kdforge.models.internals import attention_scores
 from kdforge.models.views import Views
 
@@ -59,7 +59,7 @@ class Attention(Method):
             )
         if not pair.same_tokenizer:
             raise IncompatibleError("attention compares token positions, but teacher and student tokenize differently")
-        layer_map = self.args.layer_map or uniform_map(t.num_layers, s.num_layers)
+        layer_map = self.args.layer_map or default_map(t, s)
         if any(ti == 0 or si == 0 for ti, si in layer_map):
             raise IncompatibleError("attention: layer 0 is the embedding layer, which has no attention map")
         self.layer_map = check_map(layer_map, t.num_layers, s.num_layers, "attention")

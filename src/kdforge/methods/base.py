@@ -29,6 +29,7 @@ class ModelShape:
     num_heads: int
     num_labels: int | None
     embedding_size: int
+    teacher_blocks: tuple[int, ...] | None = None  # for a student cut from the teacher
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
-from kdforge.methods.layer_map import check_map, uniform_map
+from kdforge.methods.layer_map import check_map, default_map
 from kdforge.methods.projection import width_projection
 from kdforge.methods.reduce import masked_mean
 from kdforge.models.views import Views
@@ -28,9 +28,10 @@ class HiddenMSE(Method):
     """Match student hidden states to the teacher's mapped layers.
 
     TinyBERT (Jiao et al., arXiv 1909.10351), Eq. 2: ``L_hidn = MSE(H^S W_h, H^T)`` with a
-    learned ``W_h`` when the widths differ, summed over the layer mapping ``n = g(m)``
-    (uniform ``g(m) = m N / M`` by default; ``layer_map: [[teacher, student], ...]`` in
-    hidden-state numbering, 0 = embeddings). Padding positions are left out of the mean.
+    learned ``W_h`` when the widths differ, summed over the layer mapping ``n = g(m)``: by
+    default the blocks a student cut from the teacher was copied from, else TinyBERT's
+    uniform ``g(m) = m N / M``; ``layer_map: [[teacher, student], ...]`` sets it (hidden-state
+    numbering, 0 = embeddings). Padding positions are left out of the mean.
     Needs both models to tokenize alike.
     """
 
@@ -57,7 +58,7 @@ class HiddenMSE(Method):
         if not pair.same_tokenizer:
             raise IncompatibleError("hidden_mse compares token positions, but teacher and student tokenize differently")
         self.layer_map = check_map(
-            self.args.layer_map or uniform_map(t.num_layers, s.num_layers, self.args.include_embeddings),
+            self.args.layer_map or default_map(t, s, self.args.include_embeddings),
             t.num_layers,
             s.num_layers,
             "hidden_mse",

@@ -109,6 +109,7 @@ def _load_hf(location: str, kind: Kind | None, num_labels: int | None, trust: bo
         normalize=meta.get("normalize", False),
         max_length=meta.get("max_length"),
         name=name,
+        teacher_blocks=meta.get("teacher_blocks"),
     )
 
 
@@ -148,7 +149,14 @@ def _load_sentence_transformer(
         hf = transformer.auto_model
     _ensure_pad_token(st.tokenizer, hf)
     return TextModel(
-        hf, st.tokenizer, kind, pooling=pooling, normalize=normalize, max_length=st.max_seq_length, name=name
+        hf,
+        st.tokenizer,
+        kind,
+        pooling=pooling,
+        normalize=normalize,
+        max_length=st.max_seq_length,
+        name=name,
+        teacher_blocks=_read_meta(path).get("teacher_blocks"),
     )
 
 

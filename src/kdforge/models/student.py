@@ -80,6 +80,7 @@ def build_student(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Bui
         normalize=teacher.normalize,
         max_length=teacher.max_length,
         name=f"student of {teacher.name}",
+        teacher_blocks=layers if spec.init == "teacher" else None,
     )
     return student, report
 

@@ -36,6 +36,7 @@ class TextModel(nn.Module):
         normalize: bool = False,
         max_length: int | None = None,
         name: str = "",
+        teacher_blocks: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.hf = hf
@@ -45,6 +46,8 @@ class TextModel(nn.Module):
         self.normalize = normalize
         self.max_length = max_length or min(getattr(tokenizer, "model_max_length", 512) or 512, 512)
         self.name = name
+        # The teacher blocks this student was cut from: the natural default layer mapping.
+        self.teacher_blocks = teacher_blocks
 
     # ----- shape of the model -------------------------------------------------------------
     @property
