@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from kdforge.errors import CheckpointError
@@ -105,6 +106,24 @@ def save_checkpoint(
     state: dict,
     keep: int,
 ) -> Path:
+    try:
+        return _write(folder, step, model_state, optimizer_state, scheduler_state, state, keep)
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot write a checkpoint to {folder}: {err.strerror or err}; free space or fix permissions, "
+            "then rerun to resume from the previous checkpoint"
+        ) from err
+
+
+def _write(
+    folder: Path,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    optimizer_state: dict,
+    scheduler_state: dict,
+    state: dict,
+    keep: int,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{step:08d}"
     tmp = folder / f".{final.name}.tmp"
@@ -155,7 +174,7 @@ def load_checkpoint(checkpoint: Checkpoint) -> tuple[dict, dict, dict]:
         optimizer = _optimizer_from_files(path)
         scheduler = json.loads((path / "scheduler.json").read_text())
         _restore_rng(path)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise CheckpointError(
             f"{path}: unreadable checkpoint ({err}); delete it to resume from the one before"
         ) from err

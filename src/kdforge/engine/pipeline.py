@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from accelerate.state import PartialState
 from rich.console import Console
 
 from kdforge.engine.collate import same_tokenizer
@@ -46,8 +47,6 @@ class StageOutcome:
 
 
 def log(message: str) -> None:
-    from accelerate.state import PartialState
-
     if PartialState().is_main_process:
         console.print(f"[bold cyan]kdforge[/] {message}", highlight=False, soft_wrap=True)
 
@@ -204,8 +203,11 @@ class Pipeline:
             f"trained {result.steps} steps in {result.seconds:.0f}s ({result.seconds_per_step * 1000:.0f} ms/step), "
             f"final loss {result.final_loss:.4g}"
         )
-        save_hf(student, model_dir)
-        done.write_text(json.dumps({"fingerprint": fingerprint, "training": asdict(result) | {"losses": None}}))
+        state = PartialState()
+        if state.is_main_process:  # under accelerate launch, one process writes
+            save_hf(student, model_dir)
+            done.write_text(json.dumps({"fingerprint": fingerprint, "training": asdict(result) | {"losses": None}}))
+        state.wait_for_everyone()
         self.outputs[stage.name] = model_dir
         return StageOutcome(stage.name, stage, task, teacher, student, result, skipped=False)
 
@@ -267,14 +269,19 @@ def run(recipe: Recipe, out: str | Path | None = None, show: bool = True) -> dic
     pipeline = Pipeline(recipe, out)
     stages = []
     outcome = None
+    main = PartialState().is_main_process
     for index, stage in enumerate(recipe.stages):
         outcome = pipeline.run_stage(index)
+        if not main:  # other processes only train; the main one evaluates and exports
+            continue
         is_last = index == len(recipe.stages) - 1
         evaluation = pipeline.evaluate(outcome, measure=is_last and recipe.output.benchmark)
         entry = {"name": stage.name, "kind": stage.kind, "skipped": outcome.skipped, **evaluation}
         if outcome.training is not None:
             entry["training"] = asdict(outcome.training) | {"losses": None}
         stages.append(entry)
+    if not main:
+        return {}
     assert outcome is not None
     results = {
         "recipe": recipe.name,
