@@ -127,3 +127,12 @@ def test_teacher_outputs_are_reused_after_first_epoch(embedding_teacher_dir, dat
     assert off["training"]["teacher_cache_hits"] == 0
     # cached teacher outputs are the same numbers: the losses match step by step
     assert results["training"]["final_loss"] == pytest.approx(off["training"]["final_loss"], rel=1e-5)
+
+
+def test_bf16_mixed_precision_trains_and_keeps_fp32_weights(embedding_teacher_dir, data_dir, tmp_path):
+    recipe = validate_recipe(sts_recipe(embedding_teacher_dir, data_dir, bf16=True, max_steps=20, lr=3e-3))
+    results = kdforge.run(recipe, tmp_path, show=False)
+    losses = results["training"]
+    assert losses["steps"] == 20 and losses["final_loss"] == losses["final_loss"]  # finite, not NaN
+    student = load_model(str(tmp_path / "student"))
+    assert next(student.hf.parameters()).dtype == torch.float32

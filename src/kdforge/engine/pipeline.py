@@ -12,10 +12,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from accelerate.state import PartialState
 from rich.console import Console
 
 from kdforge.engine.collate import same_tokenizer
+from kdforge.engine.processes import process_state
 from kdforge.engine.trainer import TrainResult, train
 from kdforge.errors import DataError, IncompatibleError, KdforgeError, ModelError
 from kdforge.evaluate.metrics import similarity_fidelity
@@ -47,7 +47,7 @@ class StageOutcome:
 
 
 def log(message: str) -> None:
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         console.print(f"[bold cyan]kdforge[/] {message}", highlight=False, soft_wrap=True)
 
 
@@ -203,7 +203,7 @@ class Pipeline:
             f"trained {result.steps} steps in {result.seconds:.0f}s ({result.seconds_per_step * 1000:.0f} ms/step), "
             f"final loss {result.final_loss:.4g}"
         )
-        state = PartialState()
+        state = process_state()
         if state.is_main_process:  # under accelerate launch, one process writes
             save_hf(student, model_dir)
             done.write_text(json.dumps({"fingerprint": fingerprint, "training": asdict(result) | {"losses": None}}))
@@ -269,7 +269,7 @@ def run(recipe: Recipe, out: str | Path | None = None, show: bool = True) -> dic
     pipeline = Pipeline(recipe, out)
     stages = []
     outcome = None
-    main = PartialState().is_main_process
+    main = process_state().is_main_process
     for index, stage in enumerate(recipe.stages):
         outcome = pipeline.run_stage(index)
         if not main:  # other processes only train; the main one evaluates and exports

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from kdforge.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from kdforge.engine.collate import Collator
+from kdforge.engine.processes import cpu_group, process_state
 from kdforge.engine.sampling import EpochShuffleSampler
 from kdforge.engine.teacher_source import TeacherSource
 from kdforge.errors import TrainingError
@@ -68,12 +69,13 @@ class TrainResult:
 
 def _accelerator(training: TrainingSpec, folder: Path, seed: int):
     from accelerate import Accelerator, DistributedDataParallelKwargs
-    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    if not PartialState().use_distributed:
+    if not process_state().use_distributed:
         AcceleratorState._reset_state(reset_partial_state=True)  # a new stage may change precision
     accelerator = Accelerator(
+        cpu=cpu_group(),
         gradient_accumulation_steps=training.gradient_accumulation,
         mixed_precision="bf16" if training.bf16 else "no",
         log_with="tensorboard",
@@ -115,7 +117,9 @@ def train(
     student.prepare_for(objective.student_needs)
     collator = Collator(student, teacher, training.max_length)
     lengths = [len(t) for t in dataset["text"]]
-    group = training.batch_size * LENGTH_GROUP_BATCHES if training.length_grouping else 1
+    # Chunks of the global batch (all processes) keep the order independent of the process count.
+    global_batch = training.batch_size * accelerator.num_processes
+    group = global_batch * LENGTH_GROUP_BATCHES if training.length_grouping else 1
     loader = DataLoader(
         dataset,
         batch_size=training.batch_size,
@@ -135,8 +139,7 @@ def train(
         optimizer=optimizer,
         num_warmup_steps=int(training.warmup_ratio * total_steps),
         num_training_steps=total_steps,
-    )
-    scheduler = accelerator.prepare(scheduler)
+    )  # not prepared: Accelerate would step it once per process; it steps once per optimizer step here
 
     source = None
     if teacher is not None and teacher_needs:
@@ -204,7 +207,8 @@ def train(
                 if accelerator.sync_gradients and training.max_grad_norm:
                     accelerator.clip_grad_norm_(objective.parameters(), training.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
                 continue
@@ -225,7 +229,8 @@ def train(
         epoch += 1
     seconds = time.perf_counter() - started
     bar.close()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): later stages still need the process group
+        tracker.finish()
     objective.eval()
     return TrainResult(
         steps=global_step,
