@@ -44,7 +44,7 @@ def make(cls, **raw):
 
 
 def batch(labels=None) -> Batch:
-    return Batch(student_inputs={}, teacher_inputs=None, index=torch.arange(2), labels=labels)
+    return Batch(student_inputs={}, teacher_inputs=[], index=torch.arange(2), labels=labels)
 
 
 # ---------------------------------------------------------------- registry and documentation

@@ -19,13 +19,13 @@ def same_tokenizer(a: TextModel, b: TextModel) -> bool:
 
 
 class Collator:
-    """Dynamic padding per batch; one tokenization when teacher and student share a tokenizer."""
+    """Dynamic padding per batch; one tokenization per distinct tokenizer among student and teachers."""
 
-    def __init__(self, student: TextModel, teacher: TextModel | None, max_length: int | None = None) -> None:
+    def __init__(self, student: TextModel, teachers: list[TextModel], max_length: int | None = None) -> None:
         self.student = student
-        self.teacher = teacher
-        self.shared = teacher is None or same_tokenizer(student, teacher)
-        lengths = [student.max_length] + ([teacher.max_length] if teacher is not None else []) + [max_length]
+        self.teachers = teachers
+        self.shared = [same_tokenizer(student, teacher) for teacher in teachers]
+        lengths = [student.max_length, *(t.max_length for t in teachers), max_length]
         self.max_length = min(x for x in lengths if x)
 
     def _tokenize(self, model: TextModel, rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -42,9 +42,10 @@ class Collator:
 
     def __call__(self, rows: list[dict]) -> Batch:
         student_inputs = self._tokenize(self.student, rows)
-        teacher_inputs = None
-        if self.teacher is not None:
-            teacher_inputs = student_inputs if self.shared else self._tokenize(self.teacher, rows)
+        teacher_inputs = [
+            student_inputs if shared else self._tokenize(teacher, rows)
+            for teacher, shared in zip(self.teachers, self.shared, strict=True)
+        ]
         labels = torch.tensor([r["label"] for r in rows]) if "label" in rows[0] else None
         scores = torch.tensor([r["score"] for r in rows], dtype=torch.float) if "score" in rows[0] else None
         return Batch(

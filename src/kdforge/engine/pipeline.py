@@ -94,26 +94,29 @@ class Pipeline:
             return str(self.outputs[name[len(STAGE_PREFIX) :]])
         return name
 
-    def _load_teacher(self, stage: StageSpec, task: Task) -> TextModel | None:
-        if stage.teacher is None:
-            return None
-        teacher = load_model(
-            self._model_source(stage.teacher.model),
-            kind=None if task.kind == "classifier" else "embedding",
-            trust_remote_code=stage.teacher.trust_remote_code,
-        )
-        if task.kind == "classifier" and teacher.kind != "classifier":
-            raise ModelError(
-                f"teacher {stage.teacher.model!r} has no classification head; fine-tune it first "
-                "(a 'kind: finetune' stage) and use stage:NAME as the teacher"
+    def _load_teachers(self, stage: StageSpec, task: Task) -> list[TextModel]:
+        teachers = []
+        for spec in stage.teachers:
+            teacher = load_model(
+                self._model_source(spec.model),
+                kind=None if task.kind == "classifier" else "embedding",
+                trust_remote_code=spec.trust_remote_code,
             )
-        if task.kind == "classifier" and task.num_labels and teacher.num_labels != task.num_labels:
-            raise ModelError(f"the teacher has {teacher.num_labels} labels but the task has {task.num_labels}")
-        log(
-            f"teacher [bold]{stage.teacher.model}[/]: {teacher.num_layers} layers, "
-            f"hidden {teacher.hidden_size}, {teacher.num_parameters() / 1e6:.1f}M parameters"
-        )
-        return teacher
+            if task.kind == "classifier" and teacher.kind != "classifier":
+                raise ModelError(
+                    f"teacher {spec.model!r} has no classification head; fine-tune it first "
+                    "(a 'kind: finetune' stage) and use stage:NAME as the teacher"
+                )
+            if task.kind == "classifier" and task.num_labels and teacher.num_labels != task.num_labels:
+                raise ModelError(
+                    f"teacher {spec.model!r} has {teacher.num_labels} labels but the task has {task.num_labels}"
+                )
+            log(
+                f"teacher [bold]{spec.model}[/]: {teacher.num_layers} layers, "
+                f"hidden {teacher.hidden_size}, {teacher.num_parameters() / 1e6:.1f}M parameters"
+            )
+            teachers.append(teacher)
+        return teachers
 
     def _load_student(self, stage: StageSpec, task: Task, teacher: TextModel | None) -> TextModel:
         spec = stage.student
@@ -139,18 +142,21 @@ class Pipeline:
         return student
 
     def _methods(
-        self, stage: StageSpec, index: int, teacher: TextModel | None, student: TextModel, has_labels: bool
+        self, stage: StageSpec, index: int, teachers: list[TextModel], student: TextModel, has_labels: bool
     ) -> list[Method]:
-        pair = Pair(
-            teacher=shape(teacher) if teacher is not None else None,
-            student=shape(student),
-            same_tokenizer=teacher is None or same_tokenizer(teacher, student),
-        )
+        shapes = tuple(shape(t) for t in teachers)
         methods = []
         for j, spec in enumerate(stage.methods):
             cls = METHODS.get(spec.name)
-            method = cls(cls.parse_args(spec.args))
+            method = cls(cls.parse_args(spec.args), teacher=spec.teacher)
             where = f"{self._where(index)}methods[{j}] ({spec.name})"
+            read = teachers if method.multi_teacher else teachers[spec.teacher : spec.teacher + 1]
+            pair = Pair(
+                teacher=shapes[spec.teacher] if teachers else None,
+                student=shape(student),
+                same_tokenizer=all(same_tokenizer(t, student) for t in read),
+                teachers=shapes,
+            )
             if method.needs_labels and not has_labels:
                 raise IncompatibleError(f"{where}: needs labelled training data, and the data has no labels")
             try:
@@ -171,7 +177,8 @@ class Pipeline:
         task = TASKS.get(stage.task.name)(stage.task)
         done = folder / "done.json"
         finished = done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint
-        teacher = self._load_teacher(stage, task)
+        teachers = self._load_teachers(stage, task)
+        teacher = teachers[0] if teachers else None
         if finished:
             log(f"stage [bold]{stage.name}[/] already finished; reusing {model_dir}")
             student = load_model(str(model_dir), kind=task.kind)
@@ -182,12 +189,12 @@ class Pipeline:
 
         dataset = task.train_dataset(stage.data.train)
         student = self._load_student(stage, task, teacher)
-        methods = self._methods(stage, index, teacher, student, "label" in dataset.column_names)
+        methods = self._methods(stage, index, teachers, student, "label" in dataset.column_names)
         names = ", ".join(f"{m.name} x{m.weight:g}" for m in stage.methods)
         log(f"stage [bold]{stage.name}[/] ({stage.kind}): {len(dataset):,} training examples; methods: {names}")
         result = train(
             student,
-            teacher,
+            teachers,
             methods,
             [m.weight for m in stage.methods],
             dataset,

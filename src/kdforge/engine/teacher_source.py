@@ -20,8 +20,9 @@ from kdforge.models.views import SEQUENCE_VIEWS, Views
 class TeacherSource:
     """Gives the teacher's ``Views`` for a batch, computing only the ``needs``."""
 
-    def __init__(self, teacher: TextModel, needs: frozenset[str], cache: bool) -> None:
+    def __init__(self, teacher: TextModel, needs: frozenset[str], cache: bool, position: int = 0) -> None:
         self.teacher = teacher
+        self.position = position  # which of the batch's teacher inputs belong to this teacher
         self.needs = needs
         self.cache_enabled = cache and bool(needs) and needs <= SEQUENCE_VIEWS
         self._memory: dict[str, dict[int, torch.Tensor]] = {name: {} for name in needs}
@@ -31,8 +32,7 @@ class TeacherSource:
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> Views:
-        inputs = batch.teacher_inputs
-        assert inputs is not None
+        inputs = batch.teacher_inputs[self.position]
         ids = batch.index.tolist()
         if self.cache_enabled and all(i in self._memory[n] for n in self.needs for i in ids):
             self.hits += 1

@@ -47,11 +47,24 @@ class Objective(nn.Module):
         self.weights = weights
         self.student_needs = frozenset().union(*(m.student_needs() for m in methods))
 
-    def forward(self, batch: Batch, teacher: Views | None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, batch: Batch, teachers: list[Views | None]) -> tuple[Tensor, dict[str, Tensor]]:
         views = self.student(batch.student_inputs, self.student_needs)
-        parts = {m.registered_name: m(teacher, views, batch) for m in self.methods}
+        parts = {}
+        for m in self.methods:
+            teacher = teachers if m.multi_teacher else (teachers[m.teacher_index] if teachers else None)
+            parts[m.registered_name] = m(teacher, views, batch)
         total = sum(w * p for w, p in zip(self.weights, parts.values(), strict=True))
+        if not torch.is_tensor(total) or not total.requires_grad:
+            # every method is idle at this step (a scheduled phase): keep the graph so backward runs
+            total = total + 0.0 * _anchor(views)
         return total, parts
+
+
+def _anchor(views: Views) -> Tensor:
+    for value in (views.logits, views.embedding, views.hidden_states[-1] if views.hidden_states else None):
+        if value is not None:
+            return value.sum()
+    raise RuntimeError("the student produced no differentiable output")
 
 
 @dataclass
@@ -98,7 +111,7 @@ def _optimizer(objective: Objective, training: TrainingSpec) -> torch.optim.Opti
 
 def train(
     student: TextModel,
-    teacher: TextModel | None,
+    teachers: list[TextModel],
     methods: list[Method],
     weights: list[float],
     dataset: datasets.Dataset,
@@ -113,9 +126,8 @@ def train(
 
     accelerator = _accelerator(training, folder, seed)
     objective = Objective(student, methods, weights)
-    teacher_needs = frozenset().union(*(m.teacher_needs() for m in methods))
     student.prepare_for(objective.student_needs)
-    collator = Collator(student, teacher, training.max_length)
+    collator = Collator(student, teachers, training.max_length)
     lengths = [len(t) for t in dataset["text"]]
     # Chunks of the global batch (all processes) keep the order independent of the process count.
     global_batch = training.batch_size * accelerator.num_processes
@@ -141,11 +153,17 @@ def train(
         num_training_steps=total_steps,
     )  # not prepared: Accelerate would step it once per process; it steps once per optimizer step here
 
-    source = None
-    if teacher is not None and teacher_needs:
-        teacher.prepare_for(teacher_needs)
+    sources: list[TeacherSource | None] = []
+    for position, teacher in enumerate(teachers):
+        needs = frozenset().union(
+            *(m.teacher_needs() for m in methods if m.multi_teacher or m.teacher_index == position)
+        )
+        if not needs:
+            sources.append(None)  # no method reads this teacher
+            continue
+        teacher.prepare_for(needs)
         teacher.to(accelerator.device).eval().requires_grad_(False)
-        source = TeacherSource(teacher, teacher_needs, cache=training.teacher_cache == "auto")
+        sources.append(TeacherSource(teacher, needs, cache=training.teacher_cache == "auto", position=position))
 
     inner = accelerator.unwrap_model(objective)
     checkpoints = folder / "checkpoints"
@@ -192,9 +210,10 @@ def train(
         skip = (global_step - epoch * steps_per_epoch) * accumulation
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in batches:
+            batch.step, batch.total_steps, batch.epoch, batch.seed = global_step, total_steps, epoch, seed
             with accelerator.accumulate(objective):
                 with accelerator.autocast():
-                    teacher_views = source(batch) if source is not None else None
+                    teacher_views = [source(batch) if source is not None else None for source in sources]
                     loss, parts = objective(batch, teacher_views)
                 value = loss.item()
                 if not math.isfinite(value):
@@ -239,7 +258,7 @@ def train(
         final_loss=running if running is not None else (losses[-1] if losses else float("nan")),
         resumed_from=resumed_from,
         examples=len(dataset),
-        teacher_cache_hits=source.hits if source is not None else 0,
-        teacher_seconds=source.seconds if source is not None else 0.0,
+        teacher_cache_hits=sum(s.hits for s in sources if s is not None),
+        teacher_seconds=sum(s.seconds for s in sources if s is not None),
         losses=losses,
     )

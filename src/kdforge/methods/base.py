@@ -34,9 +34,12 @@ class ModelShape:
 
 @dataclass(frozen=True)
 class Pair:
+    """The teacher a method reads (``teacher``), all of the stage's teachers, and the student."""
+
     teacher: ModelShape | None
     student: ModelShape
     same_tokenizer: bool
+    teachers: tuple[ModelShape, ...] = ()
 
 
 @dataclass
@@ -44,21 +47,36 @@ class Batch:
     """One training batch: tokenized inputs for each model, targets and example ids."""
 
     student_inputs: dict[str, Tensor]
-    teacher_inputs: dict[str, Tensor] | None
+    teacher_inputs: list[dict[str, Tensor]]  # one per teacher (the same dict when tokenizers agree)
     index: Tensor
     labels: Tensor | None = None
     scores: Tensor | None = None
+    # Where training stands, for methods that follow a schedule or draw per-step randomness.
+    step: int = 0
+    total_steps: int = 1
+    epoch: int = 0
+    seed: int = 0
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the stage's optimizer steps already taken, in [0, 1)."""
+        return self.step / max(1, self.total_steps)
 
     def to(self, device, **kwargs) -> Batch:
         def move(d):
-            return None if d is None else {k: v.to(device, **kwargs) for k, v in d.items()}
+            return {k: v.to(device, **kwargs) for k, v in d.items()}
 
+        moved = {id(d): move(d) for d in [self.student_inputs, *self.teacher_inputs]}  # shared dicts stay shared
         return Batch(
-            student_inputs=move(self.student_inputs),
-            teacher_inputs=move(self.teacher_inputs),
+            student_inputs=moved[id(self.student_inputs)],
+            teacher_inputs=[moved[id(d)] for d in self.teacher_inputs],
             index=self.index,
             labels=None if self.labels is None else self.labels.to(device, **kwargs),
             scores=None if self.scores is None else self.scores.to(device, **kwargs),
+            step=self.step,
+            total_steps=self.total_steps,
+            epoch=self.epoch,
+            seed=self.seed,
         )
 
 
@@ -71,6 +89,7 @@ class Method(nn.Module, ABC):
 
     needs: ClassVar[frozenset[str]] = frozenset()
     needs_teacher: ClassVar[bool] = True
+    multi_teacher: ClassVar[bool] = False  # forward() receives the list of every teacher's views
     needs_labels: ClassVar[bool] = False
     token_level: ClassVar[bool] = False  # compares positions, so both models must tokenize alike
     paper: ClassVar[str] = ""
@@ -78,9 +97,10 @@ class Method(nn.Module, ABC):
     registered_name: ClassVar[str]
     Args: ClassVar[type[MethodArgs]] = MethodArgs
 
-    def __init__(self, args: MethodArgs | None = None) -> None:
+    def __init__(self, args: MethodArgs | None = None, teacher: int = 0) -> None:
         super().__init__()
         self.args = args if args is not None else self.Args()
+        self.teacher_index = teacher  # which teacher a single-teacher method reads
 
     @classmethod
     def parse_args(cls, raw: dict[str, Any]) -> MethodArgs:

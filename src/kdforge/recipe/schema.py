@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-STAGE_KEYS = ("kind", "teacher", "student", "task", "data", "methods", "training", "export")
+STAGE_KEYS = ("kind", "teacher", "teachers", "student", "task", "data", "methods", "training", "export")
 STAGE_PREFIX = "stage:"
 
 
@@ -148,12 +148,17 @@ class TaskSpec(Strict):
 
 
 class MethodSpec(BaseModel):
-    """``{name, weight, ...args}``; the args are checked against the method's own schema."""
+    """``{name, weight, teacher, ...args}``; the args are checked against the method's own schema.
+
+    ``teacher`` picks which of the stage's teachers a single-teacher method learns from
+    (0-based index into ``teachers``); multi-teacher methods read them all.
+    """
 
     model_config = ConfigDict(extra="allow")
 
     name: str
     weight: float = 1.0
+    teacher: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _known_with_valid_args(self) -> MethodSpec:
@@ -197,6 +202,7 @@ class StageSpec(Strict):
     name: str = "distill"
     kind: Literal["distill", "finetune"] = "distill"
     teacher: TeacherSpec | None = None
+    teachers: list[TeacherSpec] = Field(default_factory=list)
     student: StudentSpec = Field(default_factory=StudentSpec)
     task: TaskSpec
     data: DataSpec
@@ -209,6 +215,13 @@ class StageSpec(Strict):
     def _teacher_from_string(cls, value: Any) -> Any:
         return {"model": value} if isinstance(value, str) else value
 
+    @field_validator("teachers", mode="before")
+    @classmethod
+    def _teachers_from_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"model": v} if isinstance(v, str) else v for v in value]
+        return value
+
     @field_validator("student", mode="before")
     @classmethod
     def _student_from_string(cls, value: Any) -> Any:
@@ -216,6 +229,12 @@ class StageSpec(Strict):
 
     @model_validator(mode="after")
     def _kind_rules(self) -> StageSpec:
+        if self.teacher is not None and self.teachers:
+            raise ValueError("give 'teacher' or 'teachers', not both")
+        if self.teachers:
+            self.teacher = self.teachers[0]
+        elif self.teacher is not None:
+            self.teachers = [self.teacher]
         if self.kind == "finetune":
             if self.teacher is not None:
                 raise ValueError("a finetune stage trains 'student.model' on labels and takes no teacher")
@@ -231,6 +250,12 @@ class StageSpec(Strict):
                 self.methods = [MethodSpec(name=default)]
         if not self.data.train:
             raise ValueError("data.train is empty: give at least one training source")
+        for j, method in enumerate(self.methods):
+            if self.teachers and method.teacher >= len(self.teachers):
+                raise ValueError(
+                    f"methods[{j}] ({method.name}) reads teacher {method.teacher}, but the stage has "
+                    f"{len(self.teachers)} teacher(s) (0-based)"
+                )
         return self
 
 
@@ -266,7 +291,7 @@ class Recipe(Strict):
         for stage in self.stages:
             if stage.name in seen:
                 raise ValueError(f"two stages are named {stage.name!r}; stage names must be unique")
-            for model in (stage.teacher.model if stage.teacher else None, stage.student.model):
+            for model in (*(t.model for t in stage.teachers), stage.student.model):
                 if model and model.startswith(STAGE_PREFIX) and model[len(STAGE_PREFIX) :] not in seen:
                     raise ValueError(
                         f"stage {stage.name!r} refers to {model!r}, but no earlier stage has that name "
@@ -287,9 +312,11 @@ class Recipe(Strict):
 
 
 def _defaults_for(defaults: dict, stage: dict) -> dict:
-    """A finetune stage has no teacher, so it does not inherit the recipe's default one."""
+    """A finetune stage has no teacher; a stage naming its teacher(s) does not inherit the other key."""
     if stage.get("kind") == "finetune":
-        return {k: v for k, v in defaults.items() if k != "teacher"}
+        return {k: v for k, v in defaults.items() if k not in ("teacher", "teachers")}
+    if "teacher" in stage or "teachers" in stage:
+        return {k: v for k, v in defaults.items() if k not in ("teacher", "teachers")}
     return defaults
 
 
