@@ -87,15 +87,6 @@ def test_annealing_factor_steps_in_tau_max_equal_chunks(tau_max):
             assert annealing_factor(progress, tau_max) == pytest.approx(expected), (k, progress)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: annealing_kd.annealing_factor computes T = ceil((1 - progress) * tau_max) in floating "
-        "point; at step k of total_steps when k/total is a chunk edge, (1 - k/total) * tau_max lands a "
-        "hair above the integer, so T is one too high: tau_max 7, 7 steps, step 6 -> T=2 (Phi 6/7), "
-        "T=1 (Phi=1) is never reached"
-    ),
-)
 @pytest.mark.parametrize(("tau_max", "total"), [(7, 7), (7, 70), (10, 10)])
 def test_annealing_factor_at_exact_chunk_edges_of_the_step_counter(tau_max, total):
     # Batch.progress is step / total_steps; step s lies in chunk s * tau // total (integer maths).
@@ -293,15 +284,6 @@ def test_sid_forward_distils_one_more_layer_per_phase_and_nothing_in_the_last():
         assert method(student, student, batch(step, 3)).item() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (minor, same root cause as annealing_factor): sid.active_layers and mobilebert.layer_weights "
-        "compute the phase as floor(progress * phases) in floating point; at an exact phase edge k/n the "
-        "product can round just below k: active_layers(15/22, 21) gives 15, phase 16 expected; "
-        "layer_weights(15/22, 22, ...) puts full weight on layer 15, 16 expected"
-    ),
-)
 def test_phase_at_exact_edges_for_deep_students():
     assert active_layers(batch(15, 22).progress, 21) == 16
     weights = layer_weights(batch(15, 22).progress, 22, True, 0.1)

@@ -15,7 +15,8 @@ from kdforge.models.views import Views
 
 def annealing_factor(progress: float, max_temperature: int) -> float:
     """``Phi(T) = 1 - (T - 1) / tau_max`` with ``T`` stepping from ``tau_max`` down to 1 over training."""
-    temperature = max(1, math.ceil((1 - progress) * max_temperature))
+    # rounded first: (1 - 6/7) * 7 is 1.0000000000000004 in floating point, not 1
+    temperature = max(1, math.ceil(round((1 - progress) * max_temperature, 9)))
     return 1 - (temperature - 1) / max_temperature
 
 

@@ -32,7 +32,7 @@ class ContinuationKD(Method):
     """Annealed soft targets with a margin, mixed with the hard-label loss by a rising share ``psi``.
 
     Jafari et al., "Continuation KD: Improved Knowledge Distillation through the Lens of
-    Continuation Optimization", arXiv 2212.05998: ``L = psi CE(z_s, y) + (1 - psi) L_soft`` where the
+    Continuation Optimization", arXiv 2212.05998, Sec. 3: ``L = psi CE(z_s, y) + (1 - psi) L_soft`` where the
     soft term is Annealing KD's ``MSE(z_s, Phi(T) z_t)`` counted only where it exceeds
     ``margin * Phi`` (the loss is kept "continuous" as the target sharpens). Defaults follow the
     GKD implementation (``tau_max`` 10, margin 1, ``psi = t / 1.333`` until 0.666 of training, then

@@ -29,7 +29,7 @@ def layer_weights(progress: float, layers: int, progressive: bool, earlier: floa
     """Progressive transfer: phase l (of L equal ones) trains layer l at full weight, earlier layers at ``earlier``."""
     if not progressive:
         return [1.0] * layers
-    phase = min(layers, math.floor(progress * layers) + 1)
+    phase = min(layers, math.floor(round(progress * layers, 9)) + 1)
     return [1.0 if i == phase else earlier if i < phase else 0.0 for i in range(1, layers + 1)]
 
 

@@ -61,6 +61,11 @@ class PKD(Method):
             )
         if s.num_layers < 2:
             raise IncompatibleError("pkd needs a student with at least 2 layers (it distils layers 1..M-1)")
+        if s.num_layers > t.num_layers:
+            raise IncompatibleError(
+                f"pkd maps each student layer to a deeper teacher layer, but the student has {s.num_layers} layers "
+                f"and the teacher {t.num_layers}"
+            )
         self.layer_map = patient_layers(t.num_layers, s.num_layers, self.args.strategy)
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:

@@ -17,7 +17,7 @@ from kdforge.models.views import Views
 
 def active_layers(progress: float, student_layers: int) -> int:
     """Phase ``k`` (of ``M + 1`` equal phases) trains student layers ``1..k``; the last phase none."""
-    phase = min(student_layers + 1, math.floor(progress * (student_layers + 1)) + 1)
+    phase = min(student_layers + 1, math.floor(round(progress * (student_layers + 1), 9)) + 1)
     return phase if phase <= student_layers else 0
 
 

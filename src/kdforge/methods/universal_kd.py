@@ -44,7 +44,7 @@ class UniversalKD(Method):
 
     needs = frozenset({"hidden_states"})
     token_level = True
-    paper = "EMNLP:2021.emnlp-main.603"
+    paper = "ACL:2021.emnlp-main.603"
     summary = "each student layer vs an attention-weighted mix of projected teacher layers (KL)"
 
     class Args(MethodArgs):
