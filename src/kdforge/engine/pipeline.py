@@ -27,6 +27,7 @@ from kdforge.methods import METHODS, Method, ModelShape, Pair
 from kdforge.models import build_student, load_model
 from kdforge.models.text_model import TextModel
 from kdforge.recipe.schema import STAGE_PREFIX, DataSource, Recipe, StageSpec
+from kdforge.schedules import Schedule
 from kdforge.tasks import TASKS, Task
 from kdforge.tasks.data import load_source
 
@@ -190,7 +191,7 @@ class Pipeline:
         dataset = task.train_dataset(stage.data.train)
         student = self._load_student(stage, task, teacher)
         methods = self._methods(stage, index, teachers, student, "label" in dataset.column_names)
-        names = ", ".join(f"{m.name} x{m.weight:g}" for m in stage.methods)
+        names = ", ".join(f"{m.name} x{_weight(m.weight)}" for m in stage.methods)
         log(f"stage [bold]{stage.name}[/] ({stage.kind}): {len(dataset):,} training examples; methods: {names}")
         result = train(
             student,
@@ -253,6 +254,12 @@ class Pipeline:
             if t and s is not None:
                 results.setdefault("retained_percent", {})[split] = s / t * 100
         return results
+
+
+def _weight(weight) -> str:
+    if isinstance(weight, Schedule):
+        return f"{weight.start:g}->{weight.end:g} ({weight.schedule})"
+    return f"{weight:g}"
 
 
 def agreement(teacher: TextModel, student: TextModel, texts: list[str]) -> dict[str, float]:

@@ -30,6 +30,7 @@ from kdforge.methods.base import Batch, Method
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import Views
 from kdforge.recipe.schema import TrainingSpec
+from kdforge.schedules import Schedulable, value_at
 
 LENGTH_GROUP_BATCHES = 50  # batches per length-sorted chunk
 
@@ -40,7 +41,7 @@ class Objective(nn.Module):
     Wrapping both means DDP also synchronises the methods' learned projections.
     """
 
-    def __init__(self, student: TextModel, methods: list[Method], weights: list[float]) -> None:
+    def __init__(self, student: TextModel, methods: list[Method], weights: list[Schedulable]) -> None:
         super().__init__()
         self.student = student
         self.methods = nn.ModuleList(methods)
@@ -53,7 +54,8 @@ class Objective(nn.Module):
         for m in self.methods:
             teacher = teachers if m.multi_teacher else (teachers[m.teacher_index] if teachers else None)
             parts[m.registered_name] = m(teacher, views, batch)
-        total = sum(w * p for w, p in zip(self.weights, parts.values(), strict=True))
+        weights = [value_at(w, batch.progress) for w in self.weights]
+        total = sum(w * p for w, p in zip(weights, parts.values(), strict=True))
         if not torch.is_tensor(total) or not total.requires_grad:
             # every method is idle at this step (a scheduled phase): keep the graph so backward runs
             total = total + 0.0 * _anchor(views)
@@ -113,7 +115,7 @@ def train(
     student: TextModel,
     teachers: list[TextModel],
     methods: list[Method],
-    weights: list[float],
+    weights: list[Schedulable],
     dataset: datasets.Dataset,
     training: TrainingSpec,
     folder: Path,

@@ -9,6 +9,7 @@ from torch import Tensor
 from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
 from kdforge.models.views import Views
+from kdforge.schedules import Schedule, value_at
 
 
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -28,8 +29,9 @@ class KD(Method):
     """Soft-target KD: match the teacher's temperature-softened class distribution.
 
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", arXiv 1503.02531,
-    Sec. 2: soft targets at temperature T, gradients scaled by T^2. Requires classifier
-    teacher and student with the same label set.
+    Sec. 2: soft targets at temperature T, gradients scaled by T^2. The temperature may follow a
+    schedule (``{schedule: linear, start: 4, end: 1}``). Requires classifier teacher and student
+    with the same label set.
     """
 
     needs = frozenset({"logits"})
@@ -37,7 +39,7 @@ class KD(Method):
     summary = "soft targets at temperature T, T^2-scaled KL on logits"
 
     class Args(MethodArgs):
-        temperature: PositiveFloat = 1.0
+        temperature: PositiveFloat | Schedule = 1.0
 
     def setup(self, pair: Pair) -> None:
         t, s = pair.teacher, pair.student
@@ -47,4 +49,5 @@ class KD(Method):
             raise IncompatibleError(f"kd: the teacher has {t.num_labels} labels and the student {s.num_labels}")
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
-        return kd_loss(student.require("logits", "kd"), teacher.require("logits", "kd"), self.args.temperature)
+        temperature = value_at(self.args.temperature, batch.progress)
+        return kd_loss(student.require("logits", "kd"), teacher.require("logits", "kd"), temperature)

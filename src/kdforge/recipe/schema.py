@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from kdforge.schedules import Schedulable
+
 STAGE_KEYS = ("kind", "teacher", "teachers", "student", "task", "data", "methods", "training", "export")
 STAGE_PREFIX = "stage:"
 
@@ -157,7 +159,7 @@ class MethodSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str
-    weight: float = 1.0
+    weight: Schedulable = 1.0
     teacher: int = Field(0, ge=0)
 
     @model_validator(mode="after")
