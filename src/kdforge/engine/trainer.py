@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import datasets
@@ -50,10 +50,17 @@ class Objective(nn.Module):
 
     def forward(self, batch: Batch, teachers: list[Views | None]) -> tuple[Tensor, dict[str, Tensor]]:
         views = self.student(batch.student_inputs, self.student_needs)
+        second: dict[str, Views] = {}  # one extra student pass per kind of second view
         parts = {}
         for m in self.methods:
             teacher = teachers if m.multi_teacher else (teachers[m.teacher_index] if teachers else None)
-            parts[m.registered_name] = m(teacher, views, batch)
+            student_views = views
+            if m.second_view is not None:
+                if m.second_view not in second:
+                    inputs = m.augment(batch.student_inputs, batch, self.student.tokenizer)
+                    second[m.second_view] = self.student(inputs, self.student_needs)
+                student_views = replace(views, second=second[m.second_view])
+            parts[m.registered_name] = m(teacher, student_views, batch)
         weights = [value_at(w, batch.progress) for w in self.weights]
         total = sum(w * p for w, p in zip(weights, parts.values(), strict=True))
         if not torch.is_tensor(total) or not total.requires_grad:

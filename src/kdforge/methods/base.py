@@ -90,6 +90,7 @@ class Method(nn.Module, ABC):
     needs: ClassVar[frozenset[str]] = frozenset()
     needs_teacher: ClassVar[bool] = True
     multi_teacher: ClassVar[bool] = False  # forward() receives the list of every teacher's views
+    second_view: ClassVar[str | None] = None  # "dropout" or an augmentation: the student also runs on it
     needs_labels: ClassVar[bool] = False
     token_level: ClassVar[bool] = False  # compares positions, so both models must tokenize alike
     paper: ClassVar[str] = ""
@@ -116,6 +117,10 @@ class Method(nn.Module, ABC):
 
     def setup(self, pair: Pair) -> None:
         """Check the pair (raise ``IncompatibleError``) and create any learned parameters."""
+
+    def augment(self, inputs: dict[str, Tensor], batch: Batch, tokenizer) -> dict[str, Tensor]:
+        """The inputs of the second view (``second_view``); the same inputs by default (dropout only)."""
+        return inputs
 
     def teacher_needs(self) -> frozenset[str]:
         return self.needs if self.needs_teacher else frozenset()

@@ -35,6 +35,9 @@ class Views:
     queries: tuple[Tensor, ...] | None = None  # L x [B, heads, T, head_dim]
     keys: tuple[Tensor, ...] | None = None
     values: tuple[Tensor, ...] | None = None
+    # A second pass of the same batch (another dropout mask, maybe augmented inputs), for
+    # contrastive methods that compare two views of each sentence.
+    second: Views | None = None
 
     def require(self, name: str, who: str) -> Tensor | tuple[Tensor, ...]:
         value = getattr(self, name)
@@ -46,6 +49,8 @@ class Views:
         def cut(value):
             if value is None:
                 return None
+            if isinstance(value, Views):
+                return value.detach()
             if isinstance(value, tuple):
                 return tuple(v.detach() for v in value)
             return value.detach()
@@ -56,6 +61,8 @@ class Views:
         def move(value):
             if value is None:
                 return None
+            if isinstance(value, Views):
+                return value.to(device, dtype)
             if isinstance(value, tuple):
                 return tuple(move(v) for v in value)
             if dtype is not None and value.is_floating_point():
