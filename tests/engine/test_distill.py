@@ -113,7 +113,7 @@ def test_nan_loss_stops_with_one_line(embedding_teacher_dir, data_dir, tmp_path)
 def test_incompatible_method_is_reported_before_training(embedding_teacher_dir, data_dir, tmp_path):
     recipe = sts_recipe(embedding_teacher_dir, data_dir)
     recipe["methods"] = [{"name": "kd"}]
-    with pytest.raises(IncompatibleError, match=r"methods\[0\] \(kd\): kd needs classifier logits"):
+    with pytest.raises(IncompatibleError, match=r"methods\[0\] \(kd\): kd needs prediction logits of the same kind"):
         kdforge.run(validate_recipe(recipe), tmp_path, show=False)
     assert not (tmp_path / "stages" / "distill" / "checkpoints").exists()
 

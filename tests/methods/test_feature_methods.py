@@ -1000,7 +1000,7 @@ def test_minilmv2_teacher_layer_numbering():
     for layer, index in ((1, 0), (3, 2), (4, 3), (-1, -1), (-4, -4)):
         method = make("minilmv2", relation_heads=4, teacher_layer=layer)
         method.setup(Pair(shape(layers=4), shape(), True))
-        assert method.teacher_index == index
+        assert method.relation_layer == index
         assert list(range(4))[index] == (layer - 1 if layer > 0 else 4 + layer)
 
 

@@ -133,7 +133,8 @@ def test_parse_args_rejects_unknown_arguments_naming_method_and_argument(name):
 
 
 def test_parse_args_unknown_argument_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"method 'kd' has no argument 'temp'; valid: name, weight, temperature$"):
+    valid = "name, weight, temperature, positions"
+    with pytest.raises(ValueError, match=rf"method 'kd' has no argument 'temp'; valid: {valid}$"):
         KD.parse_args({"temp": 2.0})
 
 
@@ -176,7 +177,7 @@ def test_parse_args_rejects_label_smoothing_outside_0_1(value):
 
 def test_kd_rejects_an_embedding_student():
     method = make(KD)
-    with pytest.raises(IncompatibleError, match="kd needs classifier logits"):
+    with pytest.raises(IncompatibleError, match="kd needs prediction logits of the same kind"):
         method.setup(pair(shape("classifier", labels=2), kind="embedding"))
 
 

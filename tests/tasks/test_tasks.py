@@ -43,14 +43,14 @@ def tsv(path: Path, header: str, rows: list[tuple]) -> Path:
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry_has_both_tasks():
-    assert TASKS.names() == ["classification", "sts"]
+def test_registry_has_every_task():
+    assert TASKS.names() == ["classification", "lm", "mlm", "sts"]
     assert isinstance(task("sts"), STS) and isinstance(task("classification"), Classification)
     assert task("sts").kind == "embedding" and task("classification").kind == "classifier"
     assert task("sts").primary_metric == "spearman"
     assert task("classification").primary_metric == "accuracy"
     assert task("classification", metric="f1").primary_metric == "f1"
-    with pytest.raises(RecipeError, match="valid: classification, sts"):
+    with pytest.raises(RecipeError, match="valid: classification, lm, mlm, sts"):
         TASKS.get("regression")
 
 

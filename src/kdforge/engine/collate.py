@@ -21,8 +21,10 @@ def same_tokenizer(a: TextModel, b: TextModel) -> bool:
 class Collator:
     """Dynamic padding per batch; one tokenization per distinct tokenizer among student and teachers."""
 
-    def __init__(self, student: TextModel, teachers: list[TextModel], max_length: int | None = None) -> None:
+    def __init__(self, student: TextModel, teachers: list[TextModel], max_length: int | None = None, task=None) -> None:
         self.student = student
+        self.task = task
+        self.epoch = 0  # set by the trainer: per-epoch randomness (masking) stays reproducible
         self.teachers = teachers
         self.shared = [same_tokenizer(student, teacher) for teacher in teachers]
         lengths = [student.max_length, *(t.max_length for t in teachers), max_length]
@@ -48,10 +50,11 @@ class Collator:
         ]
         labels = torch.tensor([r["label"] for r in rows]) if "label" in rows[0] else None
         scores = torch.tensor([r["score"] for r in rows], dtype=torch.float) if "score" in rows[0] else None
-        return Batch(
+        batch = Batch(
             student_inputs=student_inputs,
             teacher_inputs=teacher_inputs,
             index=torch.tensor([r["index"] for r in rows]),
             labels=labels,
             scores=scores,
         )
+        return self.task.prepare_batch(batch, self.student.tokenizer, self.epoch) if self.task else batch

@@ -61,6 +61,7 @@ def shape(model: TextModel) -> ModelShape:
         num_labels=model.num_labels,
         embedding_size=model.hidden_size,
         teacher_blocks=tuple(model.teacher_blocks) if model.teacher_blocks else None,
+        output_size=model.num_labels if model.kind == "classifier" else getattr(model.config, "vocab_size", None),
     )
 
 
@@ -100,12 +101,13 @@ class Pipeline:
         for spec in stage.teachers:
             teacher = load_model(
                 self._model_source(spec.model),
-                kind=None if task.kind == "classifier" else "embedding",
+                kind="embedding" if task.kind == "embedding" else None,
                 trust_remote_code=spec.trust_remote_code,
             )
-            if task.kind == "classifier" and teacher.kind != "classifier":
+            if task.kind != "embedding" and teacher.kind != task.kind:
+                head = "classification" if task.kind == "classifier" else task.kind.replace("_", "-")
                 raise ModelError(
-                    f"teacher {spec.model!r} has no classification head; fine-tune it first "
+                    f"teacher {spec.model!r} has no {head} head; fine-tune it first "
                     "(a 'kind: finetune' stage) and use stage:NAME as the teacher"
                 )
             if task.kind == "classifier" and task.num_labels and teacher.num_labels != task.num_labels:
@@ -204,6 +206,7 @@ class Pipeline:
             seed=stage.training.seed if stage.training.seed is not None else self.recipe.seed,
             fingerprint=fingerprint,
             desc=stage.name,
+            task=task,
         )
         if result.resumed_from:
             log(f"resumed from the checkpoint at step {result.resumed_from}")

@@ -129,6 +129,7 @@ def train(
     seed: int,
     fingerprint: str,
     desc: str = "train",
+    task=None,
 ) -> TrainResult:
     """Train ``student`` in place on ``dataset`` with the weighted ``methods``."""
     from transformers import get_scheduler
@@ -136,7 +137,7 @@ def train(
     accelerator = _accelerator(training, folder, seed)
     objective = Objective(student, methods, weights)
     student.prepare_for(objective.student_needs)
-    collator = Collator(student, teachers, training.max_length)
+    collator = Collator(student, teachers, training.max_length, task)
     lengths = [len(t) for t in dataset["text"]]
     # Chunks of the global batch (all processes) keep the order independent of the process count.
     global_batch = training.batch_size * accelerator.num_processes
@@ -216,6 +217,7 @@ def train(
     epoch = global_step // steps_per_epoch
     while global_step < total_steps:
         loader.set_epoch(epoch)
+        collator.epoch = epoch
         skip = (global_step - epoch * steps_per_epoch) * accumulation
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in batches:

@@ -8,7 +8,16 @@ import pkgutil
 
 from kdforge.methods.base import METHODS, Batch, Method, MethodArgs, ModelShape, Pair, register_method
 
-_INFRASTRUCTURE = {"base", "contrastive", "layer_map", "multi_teacher", "projection", "reduce", "relations"}
+_INFRASTRUCTURE = {
+    "base",
+    "contrastive",
+    "layer_map",
+    "multi_teacher",
+    "predictions",
+    "projection",
+    "reduce",
+    "relations",
+}
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE:

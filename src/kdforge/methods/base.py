@@ -30,6 +30,12 @@ class ModelShape:
     num_labels: int | None
     embedding_size: int
     teacher_blocks: tuple[int, ...] | None = None  # for a student cut from the teacher
+    output_size: int | None = None  # classes of a classifier, vocabulary of a language model
+
+    @property
+    def prediction_size(self) -> int | None:
+        """How many classes or vocabulary entries the model's logits score."""
+        return self.output_size if self.output_size is not None else self.num_labels
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch.nn.functional as F
 from pydantic import PositiveFloat
 from torch import Tensor
 
-from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
+from kdforge.methods.predictions import check_same_predictions, prediction_rows
 from kdforge.models.views import Views
 from kdforge.schedules import Schedule, value_at
 
@@ -30,8 +32,9 @@ class KD(Method):
 
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", arXiv 1503.02531,
     Sec. 2: soft targets at temperature T, gradients scaled by T^2. The temperature may follow a
-    schedule (``{schedule: linear, start: 4, end: 1}``). Requires classifier teacher and student
-    with the same label set.
+    schedule (``{schedule: linear, start: 4, end: 1}``). Works on class logits and on token logits
+    (MLM: the masked positions, or ``positions: all``; causal LM: every real token), for teacher
+    and student predicting over the same classes or vocabulary.
     """
 
     needs = frozenset({"logits"})
@@ -40,14 +43,12 @@ class KD(Method):
 
     class Args(MethodArgs):
         temperature: PositiveFloat | Schedule = 1.0
+        positions: Literal["masked", "all"] = "masked"
 
     def setup(self, pair: Pair) -> None:
-        t, s = pair.teacher, pair.student
-        if t is None or t.kind != "classifier" or s.kind != "classifier":
-            raise IncompatibleError("kd needs classifier logits from both teacher and student (task: classification)")
-        if t.num_labels != s.num_labels:
-            raise IncompatibleError(f"kd: the teacher has {t.num_labels} labels and the student {s.num_labels}")
+        check_same_predictions(pair, "kd")
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
         temperature = value_at(self.args.temperature, batch.progress)
-        return kd_loss(student.require("logits", "kd"), teacher.require("logits", "kd"), temperature)
+        t, s = prediction_rows(teacher, student, batch, self.args.positions, "kd")
+        return kd_loss(s, t, temperature)

@@ -71,10 +71,10 @@ class MiniLMv2(Method):
             raise IncompatibleError(
                 f"minilmv2: teacher_layer {layer} is not in 1..{t.num_layers} (or -1..-{t.num_layers})"
             )
-        self.teacher_index = layer - 1 if layer > 0 else layer
+        self.relation_layer = layer - 1 if layer > 0 else layer
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
-        t = tuple(teacher.require(n, "minilmv2")[self.teacher_index] for n in RELATIONS)
+        t = tuple(teacher.require(n, "minilmv2")[self.relation_layer] for n in RELATIONS)
         s = tuple(student.require(n, "minilmv2")[-1] for n in RELATIONS)
         losses = minilmv2_loss(t, s, student.attention_mask, self.args.relation_heads)  # type: ignore[arg-type]
         return sum(w * loss for w, loss in zip(self.args.weights, losses, strict=True))

@@ -60,6 +60,28 @@ def _is_classifier_config(config) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
 
 
+def _kind_of(config) -> Kind:
+    """The kind a folder's saved architecture implies."""
+    names = config.architectures or []
+    if any(a.endswith("ForSequenceClassification") for a in names):
+        return "classifier"
+    if any(a.endswith("ForMaskedLM") for a in names):
+        return "masked_lm"
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in names):
+        return "causal_lm"
+    return "embedding"
+
+
+def _auto_class(kind: Kind):
+    import transformers
+
+    return {
+        "embedding": transformers.AutoModel,
+        "masked_lm": transformers.AutoModelForMaskedLM,
+        "causal_lm": transformers.AutoModelForCausalLM,
+    }[kind]
+
+
 def load_model(
     source: str,
     kind: Kind | None = None,
@@ -90,16 +112,16 @@ def load_model(
 
 
 def _load_hf(location: str, kind: Kind | None, num_labels: int | None, trust: bool, name: str) -> TextModel:
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(location, trust_remote_code=trust)
-    kind = kind or ("classifier" if _is_classifier_config(config) else "embedding")
+    kind = kind or _kind_of(config)
     tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust)
     meta = _read_meta(Path(location)) if Path(location).is_dir() else {}
     if kind == "classifier":
         hf = _load_classifier(location, config, num_labels, trust, name)
     else:
-        hf = AutoModel.from_pretrained(location, trust_remote_code=trust)
+        hf = _auto_class(kind).from_pretrained(location, trust_remote_code=trust)
     _ensure_pad_token(tokenizer, hf)
     return TextModel(
         hf,
@@ -141,12 +163,15 @@ def _load_sentence_transformer(
         pooling = mode if isinstance(mode, str) else mode[0]
     normalize = any(type(m).__name__ == "Normalize" for m in st)
     kind = kind or "embedding"
-    if kind == "classifier":
-        modules = json.loads((path / "modules.json").read_text())
-        sub = next(m.get("path", "") for m in modules if m["type"].endswith("Transformer"))
-        hf = _load_classifier(str(path / sub), transformer.auto_model.config, num_labels, trust, name)
-    else:
+    if kind == "embedding":
         hf = transformer.auto_model
+    else:
+        modules = json.loads((path / "modules.json").read_text())
+        sub = str(path / next(m.get("path", "") for m in modules if m["type"].endswith("Transformer")))
+        if kind == "classifier":
+            hf = _load_classifier(sub, transformer.auto_model.config, num_labels, trust, name)
+        else:  # a language-model head on the sentence encoder (new weights when it has none)
+            hf = _auto_class(kind).from_pretrained(sub, trust_remote_code=trust)
     _ensure_pad_token(st.tokenizer, hf)
     return TextModel(
         hf,

@@ -17,14 +17,17 @@ from kdforge.models import internals
 from kdforge.models.pooling import pool
 from kdforge.models.views import Views
 
-Kind = Literal["embedding", "classifier"]
+Kind = Literal["embedding", "classifier", "masked_lm", "causal_lm"]
+#: Kinds whose HF model has a head producing ``logits`` (the rest output hidden states).
+HEADED = ("classifier", "masked_lm", "causal_lm")
 
 
 class TextModel(nn.Module):
     """An HF backbone (``AutoModel``) or classifier (``AutoModelForSequenceClassification``).
 
     ``kind="embedding"`` pools the last hidden state into a sentence embedding (normalized
-    when the source model normalizes); ``kind="classifier"`` produces logits from the HF head.
+    when the source model normalizes); ``classifier``, ``masked_lm`` and ``causal_lm`` produce
+    logits from the HF head (``[B, C]`` or ``[B, T, V]``).
     """
 
     def __init__(
@@ -95,7 +98,8 @@ class TextModel(nn.Module):
             self.hf.set_attn_implementation("eager")
 
     def forward(self, inputs: dict[str, Tensor], needs: frozenset[str] = frozenset()) -> Views:
-        want_hidden = "hidden_states" in needs or (self.kind == "classifier" and "embedding" in needs)
+        headed = self.kind in HEADED
+        want_hidden = "hidden_states" in needs or (headed and "embedding" in needs)
         want_attn = "attentions" in needs
         kwargs = {"output_hidden_states": want_hidden, "output_attentions": want_attn, "return_dict": True}
         if "qkv" in needs:
@@ -112,7 +116,7 @@ class TextModel(nn.Module):
             views.attentions = tuple(out.attentions)
         if qkv is not None:
             views.queries, views.keys, views.values = (tuple(qkv[k]) for k in ("queries", "keys", "values"))
-        if self.kind == "classifier":
+        if headed:
             views.logits = out.logits
             if "embedding" in needs:
                 views.embedding = self._sentence(out.hidden_states[-1], mask)

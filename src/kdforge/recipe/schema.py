@@ -231,7 +231,7 @@ class StageSpec(Strict):
 
     @model_validator(mode="after")
     def _kind_rules(self) -> StageSpec:
-        if self.teacher is not None and self.teachers:
+        if self.teacher is not None and self.teachers and self.teachers != [self.teacher]:
             raise ValueError("give 'teacher' or 'teachers', not both")
         if self.teachers:
             self.teacher = self.teachers[0]

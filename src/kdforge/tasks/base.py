@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import datasets
 
+from kdforge.methods.base import Batch
 from kdforge.models.text_model import Kind, TextModel
 from kdforge.recipe.schema import DataSource, TaskSpec
 from kdforge.registry import Registry
@@ -39,6 +40,10 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: TextModel, ds: datasets.Dataset, where: str, batch_size: int = 64) -> dict[str, float]:
         """Metrics of ``model`` on a labelled dataset (from ``load_source``), x100."""
+
+    def prepare_batch(self, batch: Batch, tokenizer, epoch: int) -> Batch:
+        """Task-specific inputs and targets made per batch (e.g. masked tokens); none by default."""
+        return batch
 
     def configure(self, model: TextModel) -> None:
         """Record task facts (label names) in the model so exported folders carry them."""
