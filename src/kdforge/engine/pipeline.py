@@ -66,9 +66,17 @@ def shape(model: TextModel) -> ModelShape:
 
 
 def stage_fingerprint(recipe: Recipe, index: int) -> str:
-    """Identifies what a stage computes; logging and checkpoint cadence are left out."""
+    """Identifies what a stage computes; logging and checkpoint cadence are left out.
+
+    Only values that differ from their defaults count, so a kdforge upgrade that adds a setting
+    does not orphan the checkpoints of a run in progress.
+    """
     stages = [
-        s.model_dump(mode="json", exclude={"training": {"save_every", "keep_checkpoints", "log_every"}})
+        s.model_dump(
+            mode="json",
+            exclude_defaults=True,
+            exclude={"training": {"save_every", "keep_checkpoints", "log_every"}},
+        )
         for s in recipe.stages[: index + 1]
     ]
     blob = json.dumps({"seed": recipe.seed, "stages": stages}, sort_keys=True)
