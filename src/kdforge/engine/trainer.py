@@ -136,6 +136,8 @@ def train(
 
     accelerator = _accelerator(training, folder, seed)
     objective = Objective(student, methods, weights)
+    for method in methods:
+        method.bind(student, teachers)
     student.prepare_for(objective.student_needs)
     collator = Collator(student, teachers, training.max_length, task)
     lengths = [len(t) for t in dataset["text"]]

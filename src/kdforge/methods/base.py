@@ -124,6 +124,15 @@ class Method(nn.Module, ABC):
     def setup(self, pair: Pair) -> None:
         """Check the pair (raise ``IncompatibleError``) and create any learned parameters."""
 
+    def bind(self, student: nn.Module, teachers: list[nn.Module]) -> None:
+        """Called once before training with the models themselves.
+
+        Only methods that must run a model in a way ``Views`` cannot express use it (Theseus's
+        hybrid of teacher and student blocks, DIITO's interchange interventions). Keep the
+        references out of this module's parameters (``object.__setattr__``), or the student
+        would be saved twice in checkpoints.
+        """
+
     def augment(self, inputs: dict[str, Tensor], batch: Batch, tokenizer) -> dict[str, Tensor]:
         """The inputs of the second view (``second_view``); the same inputs by default (dropout only)."""
         return inputs
