@@ -28,7 +28,10 @@ LOGIT_GAP = {"annealing_kd", "continuation_kd", "rl_kd"}
 NO_TEACHER_GAP = {"ce"}  # trains on labels only: checked by its own test of fitting the labels
 # methods of other tasks, each with its own training test
 SENTENCE_ONLY = {"simcse", "mirror_bert", "rankcse"}  # test_sentence_methods.py
-ELSEWHERE = NO_TEACHER_GAP | SENTENCE_ONLY
+LANGUAGE_MODEL = {"mlm", "distilbert", "glmd", "forward_kl", "reverse_kl", "jsd", "tvd"}  # test_lm_methods.py
+RANKING = {"margin_mse", "kl_listwise", "virt"}  # test_ranking_methods.py
+OWN_FORWARD = {"theseus", "diito"}  # test_theseus_diito.py
+ELSEWHERE = NO_TEACHER_GAP | SENTENCE_ONLY | LANGUAGE_MODEL | RANKING | OWN_FORWARD
 
 
 def sharpened(folder, seed: int | None = None):
