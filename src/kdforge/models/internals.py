@@ -6,7 +6,7 @@ modules by name and recording their outputs with forward hooks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -126,3 +126,38 @@ def record_qkv(model: nn.Module) -> Iterator[dict[str, list[Tensor]]]:
 def attention_scores(queries: Tensor, keys: Tensor) -> Tensor:
     """Unnormalized scaled dot-product scores ``Q K^T / sqrt(d)`` (TinyBERT's fitting target)."""
     return torch.matmul(queries, keys.transpose(-1, -2)) / queries.size(-1) ** 0.5
+
+
+BlockRewrite = Callable[[Tensor, tuple, dict], Tensor]
+
+
+@contextmanager
+def rewrite_blocks(model: nn.Module, rewrites: dict[int, BlockRewrite]) -> Iterator[None]:
+    """Inside the ``with`` statement, block ``i``'s hidden-state output becomes ``rewrites[i](output, args, kwargs)``.
+
+    ``args`` and ``kwargs`` are the block's own call arguments (``args[0]`` is its input hidden
+    state), so a rewrite may run other blocks on the same input (Theseus) or splice values into
+    the output (DIITO). Works whether the block returns a tensor or a tuple led by the hidden state.
+    """
+    _, blocks = block_list(model)
+
+    def hook_for(rewrite: BlockRewrite):
+        def hook(_module, args, kwargs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            new = rewrite(hidden, args, kwargs)
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        return hook
+
+    handles = [blocks[i].register_forward_hook(hook_for(f), with_kwargs=True) for i, f in rewrites.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def call_block(block: nn.Module, hidden: Tensor, args: tuple, kwargs: dict) -> Tensor:
+    """Run ``block`` on ``hidden`` with another block's remaining call arguments; its hidden-state output."""
+    out = block(hidden, *args[1:], **kwargs) if args else block(**{**kwargs, "hidden_states": hidden})
+    return out[0] if isinstance(out, tuple) else out
