@@ -164,3 +164,65 @@ def classification_recipe(teacher: Path, data: Path, methods: list[dict] | None 
         "training": {"batch_size": 16, "lr": 1e-3, "max_steps": 12, "save_every": 4, "log_every": 1, **training},
         "output": {"benchmark": False},
     }
+
+
+def ranking_rows(n: int, negatives: int = 3, seed: int = 0) -> list[dict]:
+    """Query / relevant passage (same subject and object) / irrelevant passages (neither)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        subject, obj = rng.choice(SUBJECTS), rng.choice(OBJECTS)
+        query = f"{subject} {rng.choice(VERBS)} {obj}"
+        positive = f"{subject} {rng.choice(VERBS)} {obj} and it was {rng.choice(POSITIVE + NEGATIVE)} ."
+        others = [
+            f"{rng.choice([s for s in SUBJECTS if s != subject])} {rng.choice(VERBS)} "
+            f"{rng.choice([o for o in OBJECTS if o != obj])} ."
+            for _ in range(negatives)
+        ]
+        rows.append({"query": query, "positive": positive, "negatives": others})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory) -> Path:
+    """A 4-layer BERT cross-encoder (1 label: the score) saved as a Hugging Face folder.
+
+    Large initial weights give the random teacher scores that differ by several units between
+    the passages of a query, and peaked attention maps.
+    """
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(3)
+    model = BertForSequenceClassification(bert_config(num_labels=1, initializer_range=0.5)).eval()
+    folder = tmp_path_factory.mktemp("teacher") / "cross"
+    model.save_pretrained(folder)
+    make_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ranking_dir(tmp_path_factory) -> Path:
+    """Ranking data: JSONL train/dev, a headerless TSV of triples and a small BEIR folder."""
+    folder = tmp_path_factory.mktemp("ranking")
+    for name, n, seed in (("train.jsonl", 64, 20), ("dev.jsonl", 12, 21)):
+        with (folder / name).open("w") as handle:
+            for row in ranking_rows(n, seed=seed):
+                handle.write(json.dumps(row) + "\n")
+    with (folder / "triples.tsv").open("w") as handle:
+        for row in ranking_rows(8, negatives=1, seed=22):
+            handle.write(f"{row['query']}\t{row['positive']}\t{row['negatives'][0]}\n")
+    beir = folder / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    docs = sentences(40, seed=23)
+    with (beir / "corpus.jsonl").open("w") as handle:
+        for i, text in enumerate(docs):
+            handle.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
+    with (beir / "queries.jsonl").open("w") as handle:
+        for i in range(12):
+            handle.write(json.dumps({"_id": f"q{i}", "text": " ".join(docs[i].split()[:5])}) + "\n")
+    for split, queries in (("train", range(8)), ("test", range(8, 12))):
+        with (beir / "qrels" / f"{split}.tsv").open("w") as handle:
+            handle.write("query-id\tcorpus-id\tscore\n")
+            for i in queries:
+                handle.write(f"q{i}\td{i}\t1\n")
+    return folder

@@ -73,3 +73,13 @@ def test_methods_lists_every_method_with_its_paper():
     for name in ("kd", "ce", "hidden_mse", "attention", "embedding_mse", "cosine"):
         assert name in result.output
     assert "arXiv:1909.10351" in result.output
+
+
+def test_methods_markdown_has_one_row_per_method():
+    from kdforge.methods import METHODS
+
+    result = runner.invoke(app, ["methods", "--markdown"])
+    assert result.exit_code == 0
+    rows = [line for line in result.output.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == METHODS.names()
+    assert all(row.count("|") == 5 for row in rows)

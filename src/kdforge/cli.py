@@ -134,21 +134,35 @@ def evaluate(
 
 
 @app.command()
-def methods() -> None:
+def methods(
+    markdown: bool = typer.Option(False, "--markdown", help="print a Markdown table (as in docs/methods.md)"),
+) -> None:
     """List the distillation methods, what they need, and their papers."""
     from kdforge.methods import METHODS
 
-    table = Table(title="kdforge methods")
-    for column in ("name", "what it does", "needs", "paper"):
-        table.add_column(column)
+    rows = []
     for name, cls in METHODS:
         method = cls()
         needs = sorted(method.student_needs())
+        if cls.multi_teacher:
+            needs.append("several teachers")
         if not method.needs_teacher:
             needs.append("no teacher")
         if method.needs_labels:
             needs.append("labels")
-        table.add_row(name, cls.summary, ", ".join(needs), cls.paper)
+        rows.append((name, cls.summary, ", ".join(needs), cls.paper))
+    if markdown:
+        print("| name | what it does | needs | paper |\n|---|---|---|---|")
+        for name, summary, needs, paper in rows:
+            print(f"| `{name}` | {summary} | {needs} | {paper} |")
+        return
+    table = Table(title=f"kdforge methods ({len(rows)})")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it does", ratio=3)
+    table.add_column("needs", ratio=1)
+    table.add_column("paper", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 

@@ -359,10 +359,10 @@ def test_layers_and_num_layers_disagree(tmp_path):
     assert "'layers' has 2 entries but 'num_layers' is 3" in message
 
 
-def test_student_model_and_cut_are_exclusive(tmp_path):
+def test_student_model_may_be_cut(tmp_path):
     path = write(tmp_path, FLAT + "student:\n  model: some/model\n  num_layers: 3\n")
-    message = error_of(path)
-    assert "student" in message and "not both" in message
+    student = load_recipe(path).stages[0].student
+    assert student.model == "some/model" and student.num_layers == 3 and student.cuts
 
 
 def test_negative_layer_index(tmp_path):

@@ -12,9 +12,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import datasets
 from rich.console import Console
 
-from kdforge.engine.collate import same_tokenizer
+from kdforge.engine.collate import aligned
 from kdforge.engine.processes import process_state
 from kdforge.engine.trainer import TrainResult, train
 from kdforge.errors import DataError, IncompatibleError, KdforgeError, ModelError
@@ -26,10 +27,10 @@ from kdforge.export import default_format, export, save_hf
 from kdforge.methods import METHODS, Method, ModelShape, Pair
 from kdforge.models import build_student, load_model
 from kdforge.models.text_model import TextModel
+from kdforge.models.vocabulary import vocabulary_map
 from kdforge.recipe.schema import STAGE_PREFIX, DataSource, Recipe, StageSpec
 from kdforge.schedules import Schedule
 from kdforge.tasks import TASKS, Task
-from kdforge.tasks.data import load_source
 
 console = Console(stderr=True)
 SPEED_SENTENCES = 512
@@ -52,7 +53,15 @@ def log(message: str) -> None:
         console.print(f"[bold cyan]kdforge[/] {message}", highlight=False, soft_wrap=True)
 
 
-def shape(model: TextModel) -> ModelShape:
+def shape(model: TextModel, student: TextModel | None = None) -> ModelShape:
+    """What methods may check about ``model``; a teacher as ``student`` sees it when given.
+
+    A student with a compressed vocabulary sees its teacher's token logits cut to the kept ids.
+    """
+    output_size = model.num_labels if model.kind == "classifier" else getattr(model.config, "vocab_size", None)
+    vocabulary = vocabulary_map(model.tokenizer, student.tokenizer) if student is not None else None
+    if vocabulary is not None and model.kind in ("masked_lm", "causal_lm"):
+        output_size = vocabulary.size
     return ModelShape(
         kind=model.kind,
         num_layers=model.num_layers,
@@ -61,7 +70,7 @@ def shape(model: TextModel) -> ModelShape:
         num_labels=model.num_labels,
         embedding_size=model.hidden_size,
         teacher_blocks=tuple(model.teacher_blocks) if model.teacher_blocks else None,
-        output_size=model.num_labels if model.kind == "classifier" else getattr(model.config, "vocab_size", None),
+        output_size=output_size,
     )
 
 
@@ -106,14 +115,16 @@ class Pipeline:
 
     def _load_teachers(self, stage: StageSpec, task: Task) -> list[TextModel]:
         teachers = []
+        expected = task.teacher_kind or task.kind
         for spec in stage.teachers:
             teacher = load_model(
                 self._model_source(spec.model),
-                kind="embedding" if task.kind == "embedding" else None,
+                kind="embedding" if expected == "embedding" else None,
                 trust_remote_code=spec.trust_remote_code,
             )
-            if task.kind != "embedding" and teacher.kind != task.kind:
-                head = "classification" if task.kind == "classifier" else task.kind.replace("_", "-")
+            task.check_teacher(teacher, spec.model)
+            if expected != "embedding" and teacher.kind != expected:
+                head = "classification" if expected == "classifier" else expected.replace("_", "-")
                 raise ModelError(
                     f"teacher {spec.model!r} has no {head} head; fine-tune it first "
                     "(a 'kind: finetune' stage) and use stage:NAME as the teacher"
@@ -129,9 +140,11 @@ class Pipeline:
             teachers.append(teacher)
         return teachers
 
-    def _load_student(self, stage: StageSpec, task: Task, teacher: TextModel | None) -> TextModel:
+    def _load_student(
+        self, stage: StageSpec, task: Task, teacher: TextModel | None, dataset: datasets.Dataset
+    ) -> TextModel:
         spec = stage.student
-        if spec.model:
+        if spec.model and not spec.cuts:
             student = load_model(
                 self._model_source(spec.model),
                 kind=task.kind,
@@ -143,8 +156,17 @@ class Pipeline:
                 f"{student.num_parameters() / 1e6:.1f}M parameters"
             )
         else:
-            assert teacher is not None
-            student, report = build_student(teacher, spec)
+            source = teacher
+            if spec.model:  # cut a given model (an earlier stage's student, a checkpoint), not the teacher
+                source = load_model(
+                    self._model_source(spec.model),
+                    kind=task.kind,
+                    num_labels=task.num_labels,
+                    trust_remote_code=spec.trust_remote_code,
+                )
+            assert source is not None
+            texts = _texts(dataset) if spec.vocabulary is not None else None
+            student, report = build_student(source, spec, texts, from_teacher=not spec.model)
             log(
                 f"student: {student.num_layers} layers, hidden {student.hidden_size}, "
                 f"{student.num_parameters() / 1e6:.1f}M parameters; {report.describe()}"
@@ -155,7 +177,7 @@ class Pipeline:
     def _methods(
         self, stage: StageSpec, index: int, teachers: list[TextModel], student: TextModel, has_labels: bool
     ) -> list[Method]:
-        shapes = tuple(shape(t) for t in teachers)
+        shapes = tuple(shape(t, student) for t in teachers)
         methods = []
         for j, spec in enumerate(stage.methods):
             cls = METHODS.get(spec.name)
@@ -165,7 +187,7 @@ class Pipeline:
             pair = Pair(
                 teacher=shapes[spec.teacher] if teachers else None,
                 student=shape(student),
-                same_tokenizer=all(same_tokenizer(t, student) for t in read),
+                same_tokenizer=all(aligned(t, student) for t in read),
                 teachers=shapes,
             )
             if method.needs_labels and not has_labels:
@@ -199,8 +221,10 @@ class Pipeline:
             return StageOutcome(stage.name, stage, task, teacher, student, None, skipped=True)
 
         dataset = task.train_dataset(stage.data.train)
-        student = self._load_student(stage, task, teacher)
-        methods = self._methods(stage, index, teachers, student, "label" in dataset.column_names)
+        student = self._load_student(stage, task, teacher, dataset)
+        # language-modelling tasks make their targets (masked or next tokens) from the text itself
+        has_labels = "label" in dataset.column_names or task.kind in ("masked_lm", "causal_lm")
+        methods = self._methods(stage, index, teachers, student, has_labels)
         names = ", ".join(f"{m.name} x{_weight(m.weight)}" for m in stage.methods)
         log(f"stage [bold]{stage.name}[/] ({stage.kind}): {len(dataset):,} training examples; methods: {names}")
         result = train(
@@ -235,11 +259,13 @@ class Pipeline:
         models = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
         metrics: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
         texts: list[str] = []
+        compared = None  # the first evaluation split, where a task measures agreement its own way
         for split, source in (("eval", stage.data.eval), ("test", stage.data.test)):
             if source is None:
                 continue
-            ds = load_source(source, "dev" if split == "eval" else "test")
+            ds = task.load_eval(source, "dev" if split == "eval" else "test")
             texts = texts or list(ds["text"])
+            compared = ds if compared is None else compared
             if not task.is_labelled(ds):
                 continue
             for name, model in models.items():
@@ -248,7 +274,8 @@ class Pipeline:
         if not texts:
             texts = list(task.train_dataset(stage.data.train)["text"][:AGREEMENT_SENTENCES])
         if teacher is not None:
-            results["agreement"] = agreement(teacher, student, texts[:AGREEMENT_SENTENCES])
+            own = task.agreement(teacher, student, compared)
+            results["agreement"] = own if own is not None else agreement(teacher, student, texts[:AGREEMENT_SENTENCES])
         if measure:
             speed = throughput(models, texts[:SPEED_SENTENCES])
             for name, model in models.items():
@@ -265,6 +292,14 @@ class Pipeline:
             if t and s is not None:
                 results.setdefault("retained_percent", {})[split] = s / t * 100
         return results
+
+
+def _texts(dataset: datasets.Dataset) -> list[str]:
+    """Every text of a training set, both sides of pairs (what a student's vocabulary must cover)."""
+    texts = list(dataset["text"])
+    if "text_pair" in dataset.column_names:
+        texts += [t for t in dataset["text_pair"] if t]
+    return texts
 
 
 def _weight(weight) -> str:
@@ -337,7 +372,7 @@ def evaluate_model(model_path: str, task_name: str, source: DataSource, split: s
     model = load_model(model_path, kind=task.kind)
     if task.kind == "classifier" and model.kind != "classifier":
         raise ModelError(f"{model_path} is not a classifier")
-    ds = load_source(source, split)
+    ds = task.load_eval(source, split)
     if not task.is_labelled(ds):
         raise DataError(f"{source.describe()} ({split}): no gold {'scores' if task.kind == 'embedding' else 'labels'}")
     return task.evaluate(model, ds, f"{source.describe()} ({split})")

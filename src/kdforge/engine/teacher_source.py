@@ -2,8 +2,12 @@
 
 A teacher in eval mode gives the same sentence-level outputs (logits, embeddings) for the
 same example in every epoch, so after the first epoch they are read from memory instead of
-recomputed. Token-level views (hidden states, attention) are large and stay live here; the
-persistent knowledge store covers them.
+recomputed. Token-level views (hidden states, attention, language-model logits, which also
+change with each epoch's masking and each batch's padding) stay live here; the persistent
+knowledge store covers them.
+
+For a student with a compressed vocabulary, the teacher's token logits are cut to the ids the
+student kept (GLMD vocabulary compression), so methods compare distributions over one vocabulary.
 """
 
 from __future__ import annotations
@@ -15,16 +19,26 @@ import torch
 from kdforge.methods.base import Batch
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import SEQUENCE_VIEWS, Views
+from kdforge.models.vocabulary import VocabularyMap
 
 
 class TeacherSource:
     """Gives the teacher's ``Views`` for a batch, computing only the ``needs``."""
 
-    def __init__(self, teacher: TextModel, needs: frozenset[str], cache: bool, position: int = 0) -> None:
+    def __init__(
+        self,
+        teacher: TextModel,
+        needs: frozenset[str],
+        cache: bool,
+        position: int = 0,
+        vocabulary: VocabularyMap | None = None,
+    ) -> None:
         self.teacher = teacher
         self.position = position  # which of the batch's teacher inputs belong to this teacher
         self.needs = needs
-        self.cache_enabled = cache and bool(needs) and needs <= SEQUENCE_VIEWS
+        self.vocabulary = vocabulary  # the student's compressed vocabulary, when it has one
+        token_logits = teacher.kind in ("masked_lm", "causal_lm")
+        self.cache_enabled = cache and bool(needs) and needs <= SEQUENCE_VIEWS and not token_logits
         self._memory: dict[str, dict[int, torch.Tensor]] = {name: {} for name in needs}
         self.hits = 0
         self.misses = 0
@@ -33,7 +47,8 @@ class TeacherSource:
     @torch.no_grad()
     def __call__(self, batch: Batch) -> Views:
         inputs = batch.teacher_inputs[self.position]
-        ids = batch.index.tolist()
+        # One id per teacher row: the example's, or one per (query, passage) pair in ranking batches.
+        ids = (batch.index if batch.teacher_index is None else batch.teacher_index).tolist()
         if self.cache_enabled and all(i in self._memory[n] for n in self.needs for i in ids):
             self.hits += 1
             views = Views(attention_mask=inputs["attention_mask"])
@@ -45,6 +60,8 @@ class TeacherSource:
         started = time.perf_counter()
         views = self.teacher(inputs, self.needs).detach()
         self.seconds += time.perf_counter() - started
+        if self.vocabulary is not None and views.logits is not None and views.logits.dim() == 3:
+            views.logits = self.vocabulary.teacher_logits(views.logits)
         if self.cache_enabled:
             for name in self.needs:
                 rows = getattr(views, name)

@@ -29,6 +29,7 @@ from kdforge.errors import TrainingError
 from kdforge.methods.base import Batch, Method
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import Views
+from kdforge.models.vocabulary import vocabulary_map
 from kdforge.recipe.schema import TrainingSpec
 from kdforge.schedules import Schedulable, value_at
 
@@ -50,6 +51,8 @@ class Objective(nn.Module):
 
     def forward(self, batch: Batch, teachers: list[Views | None]) -> tuple[Tensor, dict[str, Tensor]]:
         views = self.student(batch.student_inputs, self.student_needs)
+        if batch.candidate_inputs is not None:  # ranking: passages are encoded apart from their queries
+            views = replace(views, candidates=self.student(batch.candidate_inputs, self.student_needs))
         second: dict[str, Views] = {}  # one extra student pass per kind of second view
         parts = {}
         for m in self.methods:
@@ -175,7 +178,9 @@ def train(
             continue
         teacher.prepare_for(needs)
         teacher.to(accelerator.device).eval().requires_grad_(False)
-        sources.append(TeacherSource(teacher, needs, cache=training.teacher_cache == "auto", position=position))
+        vocabulary = vocabulary_map(teacher.tokenizer, student.tokenizer)  # a compressed student's
+        cache = training.teacher_cache == "auto"
+        sources.append(TeacherSource(teacher, needs, cache=cache, position=position, vocabulary=vocabulary))
 
     inner = accelerator.unwrap_model(objective)
     checkpoints = folder / "checkpoints"

@@ -44,3 +44,26 @@ def similarity_fidelity(teacher: torch.Tensor, student: torch.Tensor) -> float:
         return sims[rows, cols].numpy()
 
     return spearman(pairwise(student), pairwise(teacher))
+
+
+def _top_relevance(scores, relevance, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relevance of the top ``k`` candidates by score (ties keep list order), and of the whole list."""
+    relevance = np.asarray(relevance, dtype=float)
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")[:k]
+    return relevance[order], relevance
+
+
+def mrr_at_k(scores, relevance, k: int = 10) -> float:
+    """``1 / rank`` of the first relevant candidate among the top ``k``, 0 if none (one query)."""
+    top, _ = _top_relevance(scores, relevance, k)
+    hits = np.flatnonzero(top > 0)
+    return float(1.0 / (hits[0] + 1)) if hits.size else 0.0
+
+
+def ndcg_at_k(scores, relevance, k: int = 10) -> float:
+    """``DCG@k / ideal DCG@k`` with linear gain, ``DCG = sum_i rel_i / log2(i + 1)`` (trec_eval, BEIR)."""
+    top, relevance = _top_relevance(scores, relevance, k)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.sort(relevance)[::-1][:k]
+    best = float((ideal * discounts[: len(ideal)]).sum())
+    return float((top * discounts[: len(top)]).sum()) / best if best > 0 else 0.0

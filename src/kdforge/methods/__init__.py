@@ -15,8 +15,10 @@ _INFRASTRUCTURE = {
     "multi_teacher",
     "predictions",
     "projection",
+    "ranking",
     "reduce",
     "relations",
+    "token_divergence",
 }
 
 for _module in pkgutil.iter_modules(__path__):

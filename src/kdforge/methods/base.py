@@ -9,7 +9,7 @@ method is one file with one ``@register_method("name")`` class; its arguments ar
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -62,6 +62,12 @@ class Batch:
     total_steps: int = 1
     epoch: int = 0
     seed: int = 0
+    # Ranking (tasks/ranking.py): each query's candidate passages, which the student encodes apart
+    # from the queries (``Views.candidates``); the ids of the teacher's rows (one per query-passage
+    # pair) for its cache; per-row token facts that methods read (e.g. which tokens are the query's).
+    candidate_inputs: dict[str, Tensor] | None = None
+    teacher_index: Tensor | None = None
+    extra: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def progress(self) -> float:
@@ -83,6 +89,9 @@ class Batch:
             total_steps=self.total_steps,
             epoch=self.epoch,
             seed=self.seed,
+            candidate_inputs=None if self.candidate_inputs is None else move(self.candidate_inputs),
+            teacher_index=self.teacher_index,
+            extra={k: v.to(device, **kwargs) for k, v in self.extra.items()},
         )
 
 

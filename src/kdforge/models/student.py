@@ -1,6 +1,7 @@
-"""Build a student from its teacher: keep some blocks, optionally narrow it, copy what fits.
+"""Build a student from its teacher (or a given model): keep some blocks, optionally narrow it,
+shrink its vocabulary, copy what fits.
 
-The student is an instance of the teacher's own HF class with a smaller config, so it
+The student is an instance of the source's own HF class with a smaller config, so it
 exports with ``save_pretrained`` and loads anywhere ``transformers`` does.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from kdforge.errors import ModelError
 from kdforge.models import internals
 from kdforge.models.text_model import TextModel
+from kdforge.models.vocabulary import compress_vocabulary
 from kdforge.recipe.schema import StudentSpec
 
 _HEADS_KEYS = ("num_attention_heads", "n_head", "n_heads")
@@ -30,12 +33,17 @@ class BuildReport:
     kept_blocks: list[int]
     copied: int
     fresh: int
+    source: str = "teacher"
+    vocabulary: tuple[int, int] | None = None  # (kept, of) tokens when the vocabulary was compressed
 
     def describe(self) -> str:
-        return (
-            f"kept teacher blocks {self.kept_blocks}; {self.copied} tensors copied from the teacher, "
+        text = (
+            f"kept {self.source} blocks {self.kept_blocks}; {self.copied} tensors copied from the {self.source}, "
             f"{self.fresh} freshly initialised"
         )
+        if self.vocabulary is not None:
+            text += f"; vocabulary {self.vocabulary[0]:,} of {self.vocabulary[1]:,} tokens"
+        return text
 
 
 def pick_layers(teacher_layers: int, count: int) -> list[int]:
@@ -47,16 +55,27 @@ def pick_layers(teacher_layers: int, count: int) -> list[int]:
     return [int(round(x)) for x in np.linspace(0, teacher_layers - 1, count)]
 
 
-def build_student(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, BuildReport]:
-    """A student cut from ``teacher`` as ``spec`` says (``spec.model`` is handled by the caller)."""
+def build_student(
+    teacher: TextModel,
+    spec: StudentSpec,
+    texts: Sequence[str] | None = None,
+    from_teacher: bool = True,
+) -> tuple[TextModel, BuildReport]:
+    """A student cut from ``teacher`` as ``spec`` says.
+
+    ``teacher`` is the model cut: the stage's teacher, or (``from_teacher=False``) the model
+    ``spec.model`` names, loaded by the caller. ``texts`` (the training text) are needed when
+    ``spec.vocabulary`` compresses the vocabulary: they decide which tokens are frequent.
+    """
+    source = "teacher" if from_teacher else "model"
     total = teacher.num_layers
     if spec.layers is not None:
         bad = [i for i in spec.layers if i >= total]
         if bad:
-            raise ModelError(f"student.layers: {bad} out of range; the teacher has blocks 0..{total - 1}")
+            raise ModelError(f"student.layers: {bad} out of range; the {source} has blocks 0..{total - 1}")
         layers = list(spec.layers)
     else:
-        layers = pick_layers(total, spec.num_layers or max(1, total // 2))
+        layers = pick_layers(total, spec.num_layers or (max(1, total // 2) if from_teacher else total))
 
     config = copy.deepcopy(teacher.hf.config)
     config.num_hidden_layers = len(layers)
@@ -71,18 +90,35 @@ def build_student(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Bui
         report = _copy_weights(teacher.hf, hf, layers)
     else:
         report.fresh = len(hf.state_dict())
+    report.source = source
+    tokenizer = copy.deepcopy(teacher.tokenizer)
+    if spec.vocabulary is not None:
+        if texts is None:
+            raise ModelError("student.vocabulary needs the training text to count token frequencies")
+        size = len(tokenizer)
+        tokenizer = compress_vocabulary(hf, tokenizer, texts, spec.vocabulary.keep, spec.vocabulary.multiple_of)
+        report.vocabulary = (len(tokenizer), size)
     hf.eval()
     student = TextModel(
         hf,
-        copy.deepcopy(teacher.tokenizer),
+        tokenizer,
         teacher.kind,
         pooling=teacher.pooling,
         normalize=teacher.normalize,
         max_length=teacher.max_length,
         name=f"student of {teacher.name}",
-        teacher_blocks=layers if spec.init == "teacher" else None,
+        teacher_blocks=_teacher_blocks(teacher, layers, from_teacher) if spec.init == "teacher" else None,
     )
     return student, report
+
+
+def _teacher_blocks(source: TextModel, layers: list[int], from_teacher: bool) -> list[int] | None:
+    """The teacher blocks the student's blocks come from (the default layer mapping), when known."""
+    if from_teacher:
+        return layers
+    if source.teacher_blocks is not None:  # a student of a student: compose the two cuts
+        return [source.teacher_blocks[i] for i in layers]
+    return None
 
 
 def _set_width(config, spec: StudentSpec) -> None:

@@ -101,6 +101,8 @@ class TextModel(nn.Module):
         headed = self.kind in HEADED
         want_hidden = "hidden_states" in needs or (headed and "embedding" in needs)
         want_attn = "attentions" in needs
+        if want_attn:  # SDPA returns no attention maps (GPT-2 silently gives none)
+            self.prepare_for(needs)
         kwargs = {"output_hidden_states": want_hidden, "output_attentions": want_attn, "return_dict": True}
         if "qkv" in needs:
             with internals.record_qkv(self.hf) as qkv:

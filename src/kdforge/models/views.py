@@ -38,6 +38,9 @@ class Views:
     # A second pass of the same batch (another dropout mask, maybe augmented inputs), for
     # contrastive methods that compare two views of each sentence.
     second: Views | None = None
+    # Ranking: the student's pass over each query's candidate passages (``[B * P, ...]``, the
+    # ``P`` candidates of query ``b`` in rows ``b * P .. b * P + P - 1``); this pass is the queries'.
+    candidates: Views | None = None
 
     def require(self, name: str, who: str) -> Tensor | tuple[Tensor, ...]:
         value = getattr(self, name)

@@ -41,12 +41,30 @@ class TeacherSpec(Strict):
     trust_remote_code: bool = False
 
 
-class StudentSpec(Strict):
-    """How to get the student: an existing model, or cut from the teacher.
+class VocabularySpec(Strict):
+    """GLMD's vocabulary compression (arXiv 2306.06625): the student keeps the special tokens and
+    the most frequent tokens of the stage's training text, ``keep`` of the teacher's vocabulary.
 
-    ``layers`` are 0-based indices of the teacher's transformer blocks to keep;
-    ``num_layers`` keeps that many, picked evenly. A different ``hidden_size`` (or
-    ``init: fresh``) gives fresh weights where shapes no longer match.
+    The size is rounded up to a multiple of ``multiple_of`` (GLM used 128). WordPiece only.
+    """
+
+    keep: float = Field(gt=0, le=1, description="fraction of the vocabulary the student keeps (paper: 0.5)")
+    multiple_of: PositiveInt = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_number(cls, value: Any) -> Any:
+        return {"keep": value} if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+class StudentSpec(Strict):
+    """How to get the student: an existing model as it is, or cut from a model.
+
+    Without ``model`` the student is cut from the teacher; with ``model`` and any of the cut
+    fields it is cut from that model (a student pre-trained in an earlier stage, a checkpoint).
+    ``layers`` are 0-based indices of the source's transformer blocks to keep; ``num_layers``
+    keeps that many, picked evenly. A different ``hidden_size`` (or ``init: fresh``) gives
+    fresh weights where shapes no longer match; ``vocabulary`` shrinks the vocabulary.
     """
 
     model: str | None = None
@@ -55,25 +73,27 @@ class StudentSpec(Strict):
     hidden_size: PositiveInt | None = None
     intermediate_size: PositiveInt | None = None
     num_attention_heads: PositiveInt | None = None
-    init: Literal["teacher", "fresh"] = "teacher"
+    init: Literal["teacher", "fresh"] = Field("teacher", description="copy the source's weights, or fresh ones")
     config: dict[str, Any] | None = None
+    vocabulary: VocabularySpec | None = None
     trust_remote_code: bool = False
 
-    @model_validator(mode="after")
-    def _one_source(self) -> StudentSpec:
-        cut = any(
-            v is not None
-            for v in (
-                self.layers,
-                self.num_layers,
-                self.hidden_size,
-                self.intermediate_size,
-                self.num_attention_heads,
-                self.config,
-            )
+    @property
+    def cuts(self) -> bool:
+        """Whether the student is built from its source rather than used as it is."""
+        fields = (
+            self.layers,
+            self.num_layers,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_attention_heads,
+            self.config,
+            self.vocabulary,
         )
-        if self.model and cut:
-            raise ValueError("give either 'model' or how to cut the student from the teacher, not both")
+        return any(v is not None for v in fields) or self.init == "fresh"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudentSpec:
         if self.layers is not None and self.num_layers is not None and len(self.layers) != self.num_layers:
             raise ValueError(f"'layers' has {len(self.layers)} entries but 'num_layers' is {self.num_layers}")
         if self.layers is not None and (not self.layers or min(self.layers) < 0):
@@ -243,7 +263,8 @@ class StageSpec(Strict):
             if not self.student.model:
                 raise ValueError("a finetune stage needs 'student.model' (the backbone to fine-tune)")
             if not self.methods:
-                self.methods = [MethodSpec(name="ce")]
+                # language-modelling tasks train on their own targets (masked or next tokens)
+                self.methods = [MethodSpec(name="mlm" if self.task.name in ("mlm", "lm") else "ce")]
         else:
             if self.teacher is None:
                 raise ValueError("a distill stage needs a 'teacher'")

@@ -11,10 +11,12 @@ from kdforge.methods.base import Batch
 from kdforge.models.text_model import Kind, TextModel
 from kdforge.recipe.schema import DataSource, TaskSpec
 from kdforge.registry import Registry
+from kdforge.tasks.data import load_source
 
 
 class Task(ABC):
     kind: ClassVar[Kind]
+    teacher_kind: ClassVar[Kind | None] = None  # the teachers' kind when it is not the student's (ranking)
     default_metric: ClassVar[str]
     registered_name: ClassVar[str]
 
@@ -39,11 +41,26 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self, model: TextModel, ds: datasets.Dataset, where: str, batch_size: int = 64) -> dict[str, float]:
-        """Metrics of ``model`` on a labelled dataset (from ``load_source``), x100."""
+        """Metrics of ``model`` on a labelled dataset (from ``load_eval``), x100."""
 
     def prepare_batch(self, batch: Batch, tokenizer, epoch: int) -> Batch:
         """Task-specific inputs and targets made per batch (e.g. masked tokens); none by default."""
         return batch
+
+    def collate(self, rows: list[dict], collator) -> Batch | None:
+        """The batch of rows that are not one text (pair) per model; ``None``: the ``Collator``'s own."""
+        return None
+
+    def load_eval(self, source: DataSource, split: str) -> datasets.Dataset:
+        """An evaluation split in the layout ``evaluate`` reads."""
+        return load_source(source, split)
+
+    def check_teacher(self, teacher: TextModel, name: str) -> None:
+        """Raise ``ModelError`` when ``teacher`` cannot teach this task (before any training)."""
+
+    def agreement(self, teacher: TextModel, student: TextModel, ds: datasets.Dataset | None) -> dict[str, float] | None:
+        """Teacher-student agreement on an evaluation split, where the generic measure does not apply."""
+        return None
 
     def configure(self, model: TextModel) -> None:
         """Record task facts (label names) in the model so exported folders carry them."""

@@ -41,6 +41,15 @@ csv.field_size_limit(sys.maxsize)
 
 def load_source(source: DataSource, split: str | None = None) -> datasets.Dataset:
     """Load one source as a dataset with normalized columns (``limit`` rows at most)."""
+    rows, where = read_rows(source, split)
+    return datasets.Dataset.from_list(_normalize(rows, source, where))
+
+
+def read_rows(source: DataSource, split: str | None = None) -> tuple[list[dict], str]:
+    """The source's rows with their columns as written (``limit`` at most), and the file they came from.
+
+    For tasks whose rows have their own columns (ranking: query, positive, negatives).
+    """
     if source.hub:
         rows = _hub_rows(source, split)
         where = f"hub:{source.hub}"
@@ -52,7 +61,7 @@ def load_source(source: DataSource, split: str | None = None) -> datasets.Datase
         rows = rows[: source.limit]
     if not rows:
         raise DataError(f"{where}: no examples")
-    return datasets.Dataset.from_list(_normalize(rows, source, where))
+    return rows, where
 
 
 def _pick_file(path: Path, split: str | None) -> Path:
