@@ -26,6 +26,11 @@ def main() -> None:
     quiet_transformers()
 
     recipe = load_recipe(RECIPE)
+    distill_stage = recipe.stages[-1]
+    methods = " + ".join(
+        f"`{m.name}`" + (f" (T={m.model_extra['temperature']:g})" if "temperature" in (m.model_extra or {}) else "")
+        for m in distill_stage.methods
+    )
     results = kdforge.run(recipe, args.out, show=True)
     finetune, distill = results["stages"]
     teacher, student = distill["metrics"]["teacher"]["eval"], distill["metrics"]["student"]["eval"]
@@ -47,7 +52,7 @@ def main() -> None:
             minutes(finetune),
         ],
         [
-            "student: 2 layers, kd (T=2) + hidden_mse",
+            f"student: 2 layers, {methods}",
             results["student"]["parameters"],
             student["accuracy"],
             student["f1"],
@@ -63,7 +68,7 @@ def main() -> None:
 
 Command: `{command()}` (recipe `recipes/sst2-minilm-l2.yaml`), on {machine()}.
 Stage 1 fine-tunes all-MiniLM-L6-v2 on SST-2 train (67,349 sentences) with cross-entropy; stage 2 distils it into
-the student built from teacher blocks 0 and 5, with `kd` (T=2) + `hidden_mse` on the same sentences.
+the student built from teacher blocks 0 and 5, with {methods} on the same sentences.
 Metrics on SST-2 dev (872 sentences, never trained on); throughput in the same run, batch 64.
 
 {table(header, rows)}

@@ -98,6 +98,8 @@ def test_finetune_then_distill_chain(embedding_teacher_dir, data_dir, tmp_path):
 
     again = kdforge.run(validate_recipe(recipe), tmp_path, show=False)
     assert all(stage["skipped"] for stage in again["stages"])
+    # a rerun still reports how each stage was trained
+    assert [s["training"]["steps"] for s in again["stages"]] == [s["training"]["steps"] for s in results["stages"]]
 
 
 def test_nan_loss_stops_with_one_line(embedding_teacher_dir, data_dir, tmp_path):

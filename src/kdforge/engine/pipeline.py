@@ -48,6 +48,15 @@ class StageOutcome:
     skipped: bool
 
 
+def _recorded_training(done: Path) -> TrainResult | None:
+    """The training figures a finished stage recorded, so a rerun still reports them."""
+    recorded = json.loads(done.read_text()).get("training")
+    try:
+        return TrainResult(**{**recorded, "losses": []}) if recorded else None
+    except TypeError:  # written by an older kdforge with other fields
+        return None
+
+
 def log(message: str) -> None:
     if process_state().is_main_process:
         console.print(f"[bold cyan]kdforge[/] {message}", highlight=False, soft_wrap=True)
@@ -218,7 +227,7 @@ class Pipeline:
             if hasattr(task, "adopt_labels"):
                 task.adopt_labels(student)
             self.outputs[stage.name] = model_dir
-            return StageOutcome(stage.name, stage, task, teacher, student, None, skipped=True)
+            return StageOutcome(stage.name, stage, task, teacher, student, _recorded_training(done), skipped=True)
 
         dataset = task.train_dataset(stage.data.train)
         student = self._load_student(stage, task, teacher, dataset)
