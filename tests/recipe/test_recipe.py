@@ -381,6 +381,14 @@ def test_more_problems_are_counted(tmp_path):
 # --------------------------------------------------------------------------- loading
 
 
+@pytest.mark.parametrize(
+    ("task", "method"), [("sts", "embedding_mse"), ("classification", "kd"), ("ranking", "margin_mse"), ("mlm", "kd")]
+)
+def test_a_distill_stage_without_methods_gets_its_tasks_default(tmp_path, task, method):
+    path = write(tmp_path, FLAT.replace("name: sts", f"name: {task}"))
+    assert [m.name for m in load_recipe(path).stages[0].methods] == [method]
+
+
 def test_flat_recipe_is_one_stage_with_defaults(tmp_path):
     path = write(tmp_path, FLAT)
     recipe = load_recipe(path)

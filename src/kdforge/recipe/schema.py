@@ -220,6 +220,10 @@ class TrainingSpec(Strict):
     seed: int | None = None
 
 
+#: The method a distill stage uses when it lists none (any other task: ``kd``).
+DEFAULT_DISTILL_METHOD = {"sts": "embedding_mse", "ranking": "margin_mse"}
+
+
 class StageSpec(Strict):
     name: str = "distill"
     kind: Literal["distill", "finetune"] = "distill"
@@ -269,8 +273,7 @@ class StageSpec(Strict):
             if self.teacher is None:
                 raise ValueError("a distill stage needs a 'teacher'")
             if not self.methods:
-                default = "embedding_mse" if self.task.name == "sts" else "kd"
-                self.methods = [MethodSpec(name=default)]
+                self.methods = [MethodSpec(name=DEFAULT_DISTILL_METHOD.get(self.task.name, "kd"))]
         if not self.data.train:
             raise ValueError("data.train is empty: give at least one training source")
         for j, method in enumerate(self.methods):
