@@ -13,7 +13,8 @@ from kdforge.methods import Batch
 from kdforge.models import load_model
 from kdforge.recipe.schema import DataSource, TaskSpec
 from kdforge.tasks import TASKS
-from kdforge.tasks.language_modeling import mask_tokens, sentences_of
+from kdforge.tasks.data import sentences_of
+from kdforge.tasks.language_modeling import mask_tokens
 from tests.conftest import make_tokenizer, sentences
 from tests.language_models import causal_lm_folder, masked_lm_folder
 

@@ -208,3 +208,15 @@ def _text(value, where: str, number: int, column: str) -> str:
     if value is None:
         raise DataError(f"{where}: row {number + 1} has no value in column {column!r}")
     return str(value)
+
+
+def sentences_of(sources: list[DataSource]) -> datasets.Dataset:
+    """Every text of the sources (both sides of pairs), duplicates once, numbered."""
+    seen: dict[str, None] = {}
+    for source in sources:
+        ds = load_source(source, "train")
+        for column in ("text", "text_pair"):
+            if column in ds.column_names:
+                seen.update(dict.fromkeys(t for t in ds[column] if t and t.strip()))
+    texts = list(seen)
+    return datasets.Dataset.from_dict({"text": texts, "index": list(range(len(texts)))})

@@ -12,21 +12,9 @@ from kdforge.methods.base import Batch
 from kdforge.models.text_model import TextModel
 from kdforge.recipe.schema import DataSource
 from kdforge.tasks.base import Task, register_task
-from kdforge.tasks.data import load_source
+from kdforge.tasks.data import sentences_of
 
 IGNORE = -100
-
-
-def sentences_of(sources: list[DataSource]) -> datasets.Dataset:
-    """Every text of the sources (both sides of pairs), duplicates once, numbered."""
-    seen: dict[str, None] = {}
-    for source in sources:
-        ds = load_source(source, "train")
-        for column in ("text", "text_pair"):
-            if column in ds.column_names:
-                seen.update(dict.fromkeys(t for t in ds[column] if t and t.strip()))
-    texts = list(seen)
-    return datasets.Dataset.from_dict({"text": texts, "index": list(range(len(texts)))})
 
 
 def mask_tokens(

@@ -9,7 +9,7 @@ from kdforge.evaluate.metrics import cosine_scores, pearson, spearman
 from kdforge.models.text_model import TextModel
 from kdforge.recipe.schema import DataSource
 from kdforge.tasks.base import Task, register_task
-from kdforge.tasks.data import load_source
+from kdforge.tasks.data import sentences_of
 
 
 @register_task("sts")
@@ -25,14 +25,7 @@ class STS(Task):
     default_metric = "spearman"
 
     def train_dataset(self, sources: list[DataSource]) -> datasets.Dataset:
-        seen: dict[str, None] = {}
-        for source in sources:
-            ds = load_source(source, "train")
-            for column in ("text", "text_pair"):
-                if column in ds.column_names:
-                    seen.update(dict.fromkeys(t for t in ds[column] if t and t.strip()))
-        texts = list(seen)
-        return datasets.Dataset.from_dict({"text": texts, "index": list(range(len(texts)))})
+        return sentences_of(sources)
 
     def is_labelled(self, ds: datasets.Dataset) -> bool:
         return {"text_pair", "score"} <= set(ds.column_names) and None not in ds["score"]
