@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -138,3 +140,47 @@ def test_bf16_mixed_precision_trains_and_keeps_fp32_weights(embedding_teacher_di
     assert losses["steps"] == 20 and losses["final_loss"] == losses["final_loss"]  # finite, not NaN
     student = load_model(str(tmp_path / "student"))
     assert next(student.hf.parameters()).dtype == torch.float32
+
+
+def test_pd_chain_pretrains_a_cut_of_a_given_model_then_distils_into_it(classifier_teacher_dir, data_dir, tmp_path):
+    """PD as a recipe: MLM pre-training of a compact model cut from a given encoder, then kd from the teacher."""
+    from tests.language_models import masked_lm_folder
+
+    teacher = load_model(str(classifier_teacher_dir))
+    with torch.no_grad():
+        teacher.hf.classifier.weight.mul_(40)  # confident predictions, not one class for everything
+    teacher.hf.save_pretrained(tmp_path / "teacher")
+    teacher.tokenizer.save_pretrained(tmp_path / "teacher")
+    encoder = masked_lm_folder(tmp_path / "encoder")
+    recipe = {
+        "name": "pd",
+        "data": {"train": [str(data_dir / "sst.tsv")], "eval": str(data_dir / "sst-dev.tsv")},
+        "training": {"batch_size": 16, "lr": 2e-3, "max_steps": 40, "log_every": 5},
+        "output": {"benchmark": False},
+        "stages": [
+            {
+                "name": "pretrain",
+                "kind": "finetune",
+                "task": {"name": "mlm"},
+                "student": {"model": str(encoder), "layers": [0, 3]},
+                "training": {"max_steps": 20},
+            },
+            {
+                "name": "distill",
+                "teacher": str(tmp_path / "teacher"),
+                "student": "stage:pretrain",
+                "task": {"name": "classification"},
+                "methods": [{"name": "kd", "temperature": 2.0}],
+            },
+        ],
+    }
+    results = kdforge.run(validate_recipe(recipe), tmp_path / "run", show=False)
+    pretrain, _ = results["stages"]
+    assert pretrain["training"]["steps"] == 20 and "perplexity" in pretrain["metrics"]["student"]["eval"]
+    student = load_model(str(tmp_path / "run" / "student"))
+    assert student.kind == "classifier" and student.config.num_hidden_layers == 2
+
+    texts = sentences(48, seed=1)
+    t = torch.log_softmax(teacher.predict(texts), -1)
+    uniform_gap = float((t.exp() * (t + math.log(2))).sum(-1).mean())  # KL(teacher || uniform)
+    assert prediction_gap(teacher, student, texts) < 0.5 * uniform_gap
