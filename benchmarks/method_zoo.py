@@ -234,10 +234,11 @@ Teacher: MiniLM-L6 fine-tuned on SST-2 by `benchmarks/sst2_minilm.py` (dev accur
 blocks 0 and 5 (2 layers, weights copied). Every row: {args.steps} steps of batch 32 (max length 64, lr 1e-4,
 warm-up 10%, seed 42), each method **alone** with its default arguments unless it is a combination; SST-2 dev
 accuracy after training; time per step and peak resident memory (max RSS of the run's own process, teacher and
-data included) on this machine. Sorted by accuracy. The last column is the GKD ranking where the method is in it: the SuperGLUE average of the GKD/GLMD
-authors' own runs ({setting}), recomputed from their published fine-tuning logs (`benchmarks/gkd_published.json`
-says how; the papers' tables themselves could not be checked here). Different task, model and budget: it shows
-which methods the authors' runs favoured, not what to expect on SST-2.
+data included) on this machine. Sorted by accuracy. The last column is the GKD ranking where the method is in
+it: the SuperGLUE average of the GKD/GLMD authors' own runs ({setting}), recomputed from their
+published fine-tuning logs (`benchmarks/gkd_published.json` says how; the papers' tables themselves could not
+be checked here). Different task, model and budget: it shows which methods the authors' runs favoured, not
+what to expect on SST-2.
 
 {table(["method(s)", "dev accuracy", "of teacher", "ms / step", "peak RSS MB", "GKD logs: SuperGLUE avg (rank)"], rows)}
 
