@@ -993,7 +993,37 @@ def test_setup_rejects_impossible_pairs_with_a_clear_message(name, raw, teacher,
     ],
 )
 def test_setup_accepts_possible_pairs(name, raw, teacher, student):
-    make(name, **raw).setup(Pair(teacher, student, True))
+    method = make(name, **raw)
+    method.setup(Pair(teacher, student, True))
+    # accepted means usable: a finite, differentiable loss on views of exactly these shapes
+    batch = Batch({"attention_mask": torch.ones(2, 5)}, [], torch.arange(2), labels=torch.tensor([0, 1]))
+    t_views, s_views = random_views(teacher, seed=1), random_views(student, seed=2, grad=True)
+    loss = method(t_views, s_views, batch)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert loss.requires_grad
+
+
+def random_views(model: ModelShape, seed: int, batch: int = 2, tokens: int = 5, grad: bool = False) -> Views:
+    """Every view a method may read, random, shaped as ``model`` would produce them."""
+    generator = torch.Generator().manual_seed(seed)
+    head_dim = model.hidden_size // model.num_heads
+
+    def rand(*size: int) -> torch.Tensor:
+        return torch.randn(*size, generator=generator).requires_grad_(grad)
+
+    per_head = [(batch, model.num_heads, tokens, head_dim)] * model.num_layers
+    return Views(
+        attention_mask=torch.ones(batch, tokens),
+        logits=rand(batch, model.num_labels) if model.num_labels else None,
+        embedding=rand(batch, model.hidden_size),
+        hidden_states=tuple(rand(batch, tokens, model.hidden_size) for _ in range(model.num_layers + 1)),
+        attentions=tuple(
+            torch.softmax(rand(batch, model.num_heads, tokens, tokens), -1) for _ in range(model.num_layers)
+        ),
+        queries=tuple(rand(*size) for size in per_head),
+        keys=tuple(rand(*size) for size in per_head),
+        values=tuple(rand(*size) for size in per_head),
+    )
 
 
 def test_minilmv2_teacher_layer_numbering():

@@ -195,7 +195,14 @@ def test_kd_rejects_different_label_counts_naming_both():
 
 
 def test_kd_accepts_matching_classifiers_across_tokenizers():
-    make(KD).setup(pair(shape("classifier", labels=2), kind="classifier", labels=2, same_tokenizer=False))
+    method = make(KD)
+    method.setup(pair(shape("classifier", labels=2), kind="classifier", labels=2, same_tokenizer=False))
+    # per-sample class logits need no token alignment: the loss is computed, and zero for equal logits
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.5]])
+    batch = Batch({"attention_mask": torch.ones(2, 3)}, [{"attention_mask": torch.ones(2, 4)}], torch.arange(2))
+    same = method(Views(torch.ones(2, 4), logits=logits), Views(torch.ones(2, 3), logits=logits.clone()), batch)
+    other = method(Views(torch.ones(2, 4), logits=logits), Views(torch.ones(2, 3), logits=-logits), batch)
+    assert same.item() == pytest.approx(0.0, abs=1e-7) and other.item() > 0.1
 
 
 def test_ce_needs_a_classifier_student_but_no_teacher():
