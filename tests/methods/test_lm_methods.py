@@ -20,13 +20,8 @@ from kdforge.engine.trainer import train
 from kdforge.errors import IncompatibleError
 from kdforge.methods import METHODS, Batch, ModelShape, Pair
 from kdforge.methods.mlm import masked_lm_loss, next_token_loss
-from kdforge.methods.token_divergence import (
-    forward_kl,
-    generalized_jsd,
-    predicting_positions,
-    reverse_kl,
-    total_variation,
-)
+from kdforge.methods.predictions import predicting_positions
+from kdforge.methods.token_divergence import forward_kl, generalized_jsd, reverse_kl, total_variation
 from kdforge.models import build_student, load_model
 from kdforge.models.views import Views
 from kdforge.recipe import StudentSpec, TaskSpec, TrainingSpec, load_recipe, validate_recipe

@@ -12,8 +12,8 @@ from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_metho
 from kdforge.methods.cosine import cosine_loss
 from kdforge.methods.kd import kd_loss
 from kdforge.methods.mlm import language_model_loss
+from kdforge.methods.predictions import LANGUAGE_MODELS, check_same_predictions, prediction_rows
 from kdforge.methods.projection import width_projection
-from kdforge.methods.token_divergence import LANGUAGE_MODELS, check_token_pair, token_rows
 from kdforge.models.views import Views
 from kdforge.schedules import Schedule, value_at
 
@@ -52,7 +52,7 @@ class DistilBERT(Method):
         return self.args.alpha_mlm > 0
 
     def setup(self, pair: Pair) -> None:
-        check_token_pair(pair, "distilbert")
+        check_same_predictions(pair, "distilbert")
         if pair.student.kind not in LANGUAGE_MODELS:
             raise IncompatibleError("distilbert needs language-model teacher and student (task: mlm or lm)")
         self.student_kind = pair.student.kind
@@ -60,7 +60,7 @@ class DistilBERT(Method):
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
         args = self.args
-        t, s = token_rows(teacher, student, batch, self.student_kind, args.positions, "distilbert")
+        t, s = prediction_rows(teacher, student, batch, args.positions, "distilbert", self.student_kind)
         loss = args.alpha_ce * kd_loss(s, t, value_at(args.temperature, batch.progress))
         if args.alpha_mlm:
             if batch.labels is None:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
 from kdforge.methods.kd import kd_loss
-from kdforge.methods.token_divergence import check_token_pair, token_rows
+from kdforge.methods.predictions import check_same_predictions, prediction_rows
 from kdforge.models.views import Views
 from kdforge.schedules import Schedule, value_at
 
@@ -36,9 +36,9 @@ class GLMD(Method):
         temperature: PositiveFloat | Schedule = 15.0
 
     def setup(self, pair: Pair) -> None:
-        check_token_pair(pair, "glmd")
+        check_same_predictions(pair, "glmd")
         self.student_kind = pair.student.kind
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
-        t, s = token_rows(teacher, student, batch, self.student_kind, "all", "glmd")
+        t, s = prediction_rows(teacher, student, batch, "all", "glmd", self.student_kind)
         return kd_loss(s, t, value_at(self.args.temperature, batch.progress))

@@ -33,7 +33,7 @@ class KD(Method):
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", arXiv 1503.02531,
     Sec. 2: soft targets at temperature T, gradients scaled by T^2. The temperature may follow a
     schedule (``{schedule: linear, start: 4, end: 1}``). Works on class logits and on token logits
-    (MLM: the masked positions, or ``positions: all``; causal LM: every real token), for teacher
+    (MLM: the masked positions, or ``positions: all``; causal LM: the positions that predict a real token), for teacher
     and student predicting over the same classes or vocabulary.
     """
 
@@ -45,10 +45,13 @@ class KD(Method):
         temperature: PositiveFloat | Schedule = 1.0
         positions: Literal["masked", "all"] = "masked"
 
+    student_kind: str | None = None  # set by ``setup``: a causal LM compares next-token positions
+
     def setup(self, pair: Pair) -> None:
         check_same_predictions(pair, "kd")
+        self.student_kind = pair.student.kind
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
         temperature = value_at(self.args.temperature, batch.progress)
-        t, s = prediction_rows(teacher, student, batch, self.args.positions, "kd")
+        t, s = prediction_rows(teacher, student, batch, self.args.positions, "kd", self.student_kind)
         return kd_loss(s, t, temperature)

@@ -7,8 +7,7 @@ from torch import Tensor
 
 from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, Pair, register_method
-from kdforge.methods.predictions import IGNORE
-from kdforge.methods.token_divergence import LANGUAGE_MODELS
+from kdforge.methods.predictions import IGNORE, LANGUAGE_MODELS
 from kdforge.models.views import Views
 
 

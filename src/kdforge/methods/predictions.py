@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from kdforge.errors import IncompatibleError
@@ -9,19 +10,38 @@ from kdforge.methods.base import Batch, Pair
 from kdforge.models.views import Views
 
 IGNORE = -100
+LANGUAGE_MODELS = ("masked_lm", "causal_lm")
 
 
-def prediction_rows(teacher: Views, student: Views, batch: Batch, positions: str, who: str) -> tuple[Tensor, Tensor]:
-    """``(teacher, student)`` logits as ``[N, C]`` rows: samples, or the chosen token positions.
+def predicting_positions(attention_mask: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Causal LM: the real positions whose next token is a target, ``[B, T]`` booleans.
 
-    For token logits, ``positions: masked`` keeps the positions with a target in ``batch.labels``
-    (the masked tokens of MLM), ``all`` every real token.
+    Position ``t`` predicts token ``t + 1``; the target is ``labels[t + 1]`` when labels are
+    given (``-100``: no target), else any real next token. Works with left or right padding.
+    """
+    real = attention_mask.bool()
+    has_target = labels != IGNORE if labels is not None and labels.shape == real.shape else real
+    keep = torch.zeros_like(real)
+    keep[:, :-1] = real[:, :-1] & has_target[:, 1:]
+    return keep
+
+
+def prediction_rows(
+    teacher: Views, student: Views, batch: Batch, positions: str, who: str, kind: str | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(teacher, student)`` logits as ``[N, C]`` rows: samples, or the compared token positions.
+
+    A causal LM (``kind``) compares the positions that predict a real token. Other token logits:
+    ``positions: masked`` keeps the positions with a target in ``batch.labels`` (the masked tokens
+    of MLM), ``all`` every real token.
     """
     t, s = teacher.require("logits", who), student.require("logits", who)
     if s.dim() == 2:
         return t, s
     labels = batch.labels
-    if positions == "masked" and labels is not None and labels.dim() == 2:
+    if kind == "causal_lm":
+        keep = predicting_positions(student.attention_mask, labels)
+    elif positions == "masked" and labels is not None and labels.dim() == 2:
         keep = labels != IGNORE
     else:
         keep = student.attention_mask.bool()
@@ -29,7 +49,7 @@ def prediction_rows(teacher: Views, student: Views, batch: Batch, positions: str
 
 
 def check_same_predictions(pair: Pair, who: str) -> None:
-    """Teacher and student predict over the same classes or vocabulary."""
+    """Same classes or vocabulary; for language models also the same token positions."""
     t, s = pair.teacher, pair.student
     headed = ("classifier", "masked_lm", "causal_lm")
     if t is None or t.kind not in headed or s.kind != t.kind:
@@ -41,3 +61,5 @@ def check_same_predictions(pair: Pair, who: str) -> None:
         raise IncompatibleError(
             f"{who}: the teacher has {t.prediction_size} {what} and the student {s.prediction_size}"
         )
+    if s.kind in LANGUAGE_MODELS and not pair.same_tokenizer:
+        raise IncompatibleError(f"{who} compares token positions; teacher and student must tokenize alike")

@@ -16,13 +16,10 @@ import torch.nn.functional as F
 from pydantic import PositiveFloat
 from torch import Tensor
 
-from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair
-from kdforge.methods.predictions import IGNORE, check_same_predictions, prediction_rows
+from kdforge.methods.predictions import check_same_predictions, prediction_rows
 from kdforge.models.views import Views
 from kdforge.schedules import Schedule, value_at
-
-LANGUAGE_MODELS = ("masked_lm", "causal_lm")
 
 
 def _log_probs(logits: Tensor, temperature: float) -> Tensor:
@@ -73,41 +70,6 @@ def total_variation(student_logits: Tensor, teacher_logits: Tensor, temperature:
     return _mean(0.5 * (p - q).abs().sum(-1))
 
 
-def predicting_positions(attention_mask: Tensor, labels: Tensor | None = None) -> Tensor:
-    """Causal LM: the real positions whose next token is a target, ``[B, T]`` booleans.
-
-    Position ``t`` predicts token ``t + 1``; the target is ``labels[t + 1]`` when labels are
-    given (``-100``: no target), else any real next token. Works with left or right padding.
-    """
-    real = attention_mask.bool()
-    has_target = labels != IGNORE if labels is not None and labels.shape == real.shape else real
-    keep = torch.zeros_like(real)
-    keep[:, :-1] = real[:, :-1] & has_target[:, 1:]
-    return keep
-
-
-def token_rows(
-    teacher: Views, student: Views, batch: Batch, kind: str | None, positions: str, who: str
-) -> tuple[Tensor, Tensor]:
-    """``(teacher, student)`` logit rows compared by a token-level method.
-
-    A causal LM compares the positions that predict a real token; a masked LM the real tokens
-    (``positions: all``) or the masked ones (``masked``); a classifier its examples.
-    """
-    if kind != "causal_lm":
-        return prediction_rows(teacher, student, batch, positions, who)
-    t, s = teacher.require("logits", who), student.require("logits", who)
-    keep = predicting_positions(student.attention_mask, batch.labels)
-    return t[keep], s[keep]
-
-
-def check_token_pair(pair: Pair, who: str) -> None:
-    """Same predictions; for language models also the same token positions."""
-    check_same_predictions(pair, who)
-    if pair.student.kind in LANGUAGE_MODELS and not pair.same_tokenizer:
-        raise IncompatibleError(f"{who} compares token positions; teacher and student must tokenize alike")
-
-
 class TokenDivergence(Method):
     """A divergence between the teacher's and the student's distributions at every compared position."""
 
@@ -119,7 +81,7 @@ class TokenDivergence(Method):
         temperature: PositiveFloat | Schedule = 1.0
 
     def setup(self, pair: Pair) -> None:
-        check_token_pair(pair, self.registered_name)
+        check_same_predictions(pair, self.registered_name)
         self.student_kind = pair.student.kind
 
     @abstractmethod
@@ -127,5 +89,5 @@ class TokenDivergence(Method):
         """The mean divergence over rows."""
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
-        t, s = token_rows(teacher, student, batch, self.student_kind, "all", self.registered_name)
+        t, s = prediction_rows(teacher, student, batch, "all", self.registered_name, self.student_kind)
         return self.divergence(s, t, value_at(self.args.temperature, batch.progress))
