@@ -187,16 +187,18 @@ class Pipeline:
         self, stage: StageSpec, index: int, teachers: list[TextModel], student: TextModel, has_labels: bool
     ) -> list[Method]:
         shapes = tuple(shape(t, student) for t in teachers)
+        student_shape = shape(student)
+        tokens_align = [aligned(t, student) for t in teachers]  # compares whole vocabularies: once per teacher
         methods = []
         for j, spec in enumerate(stage.methods):
             cls = METHODS.get(spec.name)
             method = cls(cls.parse_args(spec.args), teacher=spec.teacher)
             where = f"{self._where(index)}methods[{j}] ({spec.name})"
-            read = teachers if method.multi_teacher else teachers[spec.teacher : spec.teacher + 1]
+            read = tokens_align if method.multi_teacher else tokens_align[spec.teacher : spec.teacher + 1]
             pair = Pair(
                 teacher=shapes[spec.teacher] if teachers else None,
-                student=shape(student),
-                same_tokenizer=all(aligned(t, student) for t in read),
+                student=student_shape,
+                same_tokenizer=all(read),
                 teachers=shapes,
             )
             if method.needs_labels and not has_labels:
@@ -231,9 +233,7 @@ class Pipeline:
 
         dataset = task.train_dataset(stage.data.train)
         student = self._load_student(stage, task, teacher, dataset)
-        # language-modelling tasks make their targets (masked or next tokens) from the text itself
-        has_labels = "label" in dataset.column_names or task.kind in ("masked_lm", "causal_lm")
-        methods = self._methods(stage, index, teachers, student, has_labels)
+        methods = self._methods(stage, index, teachers, student, task.has_targets(dataset))
         names = ", ".join(f"{m.name} x{_weight(m.weight)}" for m in stage.methods)
         log(f"stage [bold]{stage.name}[/] ({stage.kind}): {len(dataset):,} training examples; methods: {names}")
         result = train(

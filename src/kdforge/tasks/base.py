@@ -35,6 +35,10 @@ class Task(ABC):
     def train_dataset(self, sources: list[DataSource]) -> datasets.Dataset:
         """Columns ``text`` [, ``text_pair``, ``label``] and ``index`` (0..N-1)."""
 
+    def has_targets(self, ds: datasets.Dataset) -> bool:
+        """Whether the training data gives methods that need labels something to learn from."""
+        return "label" in ds.column_names
+
     @abstractmethod
     def is_labelled(self, ds: datasets.Dataset) -> bool:
         """Whether every row carries the gold value this task scores against."""

@@ -35,8 +35,23 @@ def mask_tokens(
     return corrupted, labels
 
 
+class LanguageModelling(Task):
+    """What both language-modelling tasks share: any text trains them, and the text is the target."""
+
+    default_metric = "accuracy"
+
+    def train_dataset(self, sources: list[DataSource]) -> datasets.Dataset:
+        return sentences_of(sources)
+
+    def has_targets(self, ds: datasets.Dataset) -> bool:
+        return True  # masked or next tokens, made from the text in ``prepare_batch``
+
+    def is_labelled(self, ds: datasets.Dataset) -> bool:
+        return "text" in ds.column_names and len(ds) > 0
+
+
 @register_task("mlm")
-class MaskedLM(Task):
+class MaskedLM(LanguageModelling):
     """Masked language modelling on unlabeled sentences (the pre-training stage of PD, DistilBERT, GLMD).
 
     Every batch masks 15% of the real tokens (BERT's 80/10/10 rule), anew each epoch but the
@@ -45,11 +60,7 @@ class MaskedLM(Task):
     """
 
     kind = "masked_lm"
-    default_metric = "accuracy"
     probability = 0.15
-
-    def train_dataset(self, sources: list[DataSource]) -> datasets.Dataset:
-        return sentences_of(sources)
 
     def prepare_batch(self, batch: Batch, tokenizer, epoch: int) -> Batch:
         if tokenizer.mask_token_id is None:
@@ -69,9 +80,6 @@ class MaskedLM(Task):
         batch.student_inputs = inputs
         batch.labels = labels
         return batch
-
-    def is_labelled(self, ds: datasets.Dataset) -> bool:
-        return "text" in ds.column_names and len(ds) > 0
 
     @torch.inference_mode()
     def evaluate(self, model: TextModel, ds: datasets.Dataset, where: str, batch_size: int = 64) -> dict[str, float]:
@@ -95,7 +103,7 @@ class MaskedLM(Task):
 
 
 @register_task("lm")
-class CausalLM(Task):
+class CausalLM(LanguageModelling):
     """Causal language modelling on text (decoder distillation: forward/reverse KL, JSD, TVD).
 
     ``batch.labels`` are the input ids with padding ignored (the model shifts them). Metric:
@@ -103,18 +111,11 @@ class CausalLM(Task):
     """
 
     kind = "causal_lm"
-    default_metric = "accuracy"
-
-    def train_dataset(self, sources: list[DataSource]) -> datasets.Dataset:
-        return sentences_of(sources)
 
     def prepare_batch(self, batch: Batch, tokenizer, epoch: int) -> Batch:
         ids = batch.student_inputs["input_ids"]
         batch.labels = ids.masked_fill(batch.student_inputs["attention_mask"] == 0, IGNORE)
         return batch
-
-    def is_labelled(self, ds: datasets.Dataset) -> bool:
-        return "text" in ds.column_names and len(ds) > 0
 
     @torch.inference_mode()
     def evaluate(self, model: TextModel, ds: datasets.Dataset, where: str, batch_size: int = 64) -> dict[str, float]:
