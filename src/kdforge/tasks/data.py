@@ -86,7 +86,7 @@ def _file_rows(path: Path, fmt: str) -> list[dict]:
         if fmt == "text":
             return [{"text": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if fmt == "jsonl":
-            return _jsonl(path)
+            return read_jsonl(path)
         if fmt == "stsb":
             return _stsb(path)
         return _delimited(path, "\t" if fmt == "tsv" else ",")
@@ -122,7 +122,8 @@ def _is_float(value: str) -> bool:
     return True
 
 
-def _jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
+    """One dict per non-blank line; a malformed line is reported with its number."""
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):

@@ -50,7 +50,6 @@ with the same metrics, so a recipe can fine-tune the teacher and then distil it.
 from __future__ import annotations
 
 import csv
-import json
 import re
 import warnings
 from collections import Counter
@@ -70,7 +69,7 @@ from kdforge.methods.ranking import cross_encoder_scores
 from kdforge.models.text_model import TextModel
 from kdforge.recipe.schema import DataSource
 from kdforge.tasks.base import Task, register_task
-from kdforge.tasks.data import read_rows
+from kdforge.tasks.data import read_jsonl, read_rows
 
 TRAIN_NEGATIVES = 4  # BM25-mined negatives per training row from a BEIR folder
 EVAL_CANDIDATES = 30  # candidates per query in BEIR evaluation lists (relevant ones included)
@@ -84,18 +83,6 @@ _COLUMNS = ("query", "positive", "negatives")
 # ----- reading ranking data ---------------------------------------------------------------
 def is_beir(source: DataSource) -> bool:
     return source.path is not None and (Path(source.path) / "corpus.jsonl").is_file()
-
-
-def _jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-    return rows
 
 
 def _passage(doc: dict) -> str:
@@ -148,7 +135,7 @@ class BM25:
 
 @lru_cache(maxsize=2)
 def _beir_corpus(folder: str) -> tuple[list[str], list[str], BM25]:
-    docs = _jsonl(Path(folder) / "corpus.jsonl")
+    docs = read_jsonl(Path(folder) / "corpus.jsonl")
     texts = [_passage(d) for d in docs]
     return [str(d["_id"]) for d in docs], texts, BM25(texts)
 
@@ -163,7 +150,7 @@ def _beir_split(source: DataSource, split: str) -> tuple[list[str], list[set[int
         raise DataError(f"{folder}: no qrels/{name}.tsv (splits: {found}); set 'split'")
     ids, texts, bm25 = _beir_corpus(str(folder))
     position = {doc_id: i for i, doc_id in enumerate(ids)}
-    queries = {str(q["_id"]): q["text"] for q in _jsonl(folder / "queries.jsonl")}
+    queries = {str(q["_id"]): q["text"] for q in read_jsonl(folder / "queries.jsonl")}
     relevant: dict[str, set[int]] = {}
     with qrels.open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
