@@ -37,14 +37,12 @@ class ALPKD(Method):
     """
 
     needs = frozenset({"hidden_states"})
-    token_level = True
     paper = "arXiv:2012.14022"
     summary = "[CLS] of each student layer vs an attention-weighted mix of all teacher layers"
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("alp_kd needs a teacher")
         if t.hidden_size != s.hidden_size:
             raise IncompatibleError(f"alp_kd needs equal widths (teacher {t.hidden_size}, student {s.hidden_size})")
 

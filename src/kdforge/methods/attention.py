@@ -49,16 +49,13 @@ class Attention(Method):
         return frozenset({"qkv" if self.args.scores == "logits" else "attentions"})
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("attention needs a teacher")
         if t.num_heads != s.num_heads:
             raise IncompatibleError(
                 f"attention compares maps head by head, but the teacher has {t.num_heads} heads and the student "
                 f"{s.num_heads}; use minilm-style relations or give the student {t.num_heads} heads"
             )
-        if not pair.same_tokenizer:
-            raise IncompatibleError("attention compares token positions, but teacher and student tokenize differently")
         layer_map = self.args.layer_map or default_map(t, s)
         if any(ti == 0 or si == 0 for ti, si in layer_map):
             raise IncompatibleError("attention: layer 0 is the embedding layer, which has no attention map")

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
+from kdforge.errors import IncompatibleError
 from kdforge.models.views import Views
 from kdforge.registry import Registry
 
@@ -107,7 +108,7 @@ class Method(nn.Module, ABC):
     multi_teacher: ClassVar[bool] = False  # forward() receives the list of every teacher's views
     second_view: ClassVar[str | None] = None  # "dropout" or an augmentation: the student also runs on it
     needs_labels: ClassVar[bool] = False
-    token_level: ClassVar[bool] = False  # compares positions, so both models must tokenize alike
+    token_level: ClassVar[bool] = False  # compares token positions: ``check_pair`` requires one tokenization
     paper: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     registered_name: ClassVar[str]
@@ -132,6 +133,16 @@ class Method(nn.Module, ABC):
 
     def setup(self, pair: Pair) -> None:
         """Check the pair (raise ``IncompatibleError``) and create any learned parameters."""
+
+    def check_pair(self, pair: Pair) -> None:
+        """The checks many methods share, first thing in their ``setup``: a teacher to read, and for a
+        ``token_level`` method the same token positions in teacher and student."""
+        if self.needs_teacher and pair.teacher is None:
+            raise IncompatibleError(f"{self.registered_name} needs a teacher")
+        if self.token_level and not pair.same_tokenizer:
+            raise IncompatibleError(
+                f"{self.registered_name} compares token positions, but teacher and student tokenize differently"
+            )
 
     def bind(self, student: nn.Module, teachers: list[nn.Module]) -> None:
         """Called once before training with the models themselves.

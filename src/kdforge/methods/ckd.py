@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from pydantic import PositiveInt
 from torch import Tensor
 
-from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
 from kdforge.methods.layer_map import check_map, default_map
 from kdforge.models.views import Views
@@ -107,11 +106,8 @@ class CKD(Method):
         ltr_angle: float = 10.0
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("ckd needs a teacher")
-        if not pair.same_tokenizer:
-            raise IncompatibleError("ckd compares token positions, but teacher and student tokenize differently")
         self.layer_map = check_map(default_map(t, s, include_embeddings=True), t.num_layers, s.num_layers, "ckd")
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, Pair, register_method
 from kdforge.methods.projection import width_projection
 from kdforge.models.views import Views
@@ -31,8 +30,7 @@ class EmbeddingMSE(Method):
     summary = "MSE between sentence embeddings (sentence-transformers' distillation)"
 
     def setup(self, pair: Pair) -> None:
-        if pair.teacher is None:
-            raise IncompatibleError("embedding_mse needs a teacher")
+        self.check_pair(pair)
         self.proj = width_projection(pair.student.embedding_size, pair.teacher.embedding_size)
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pydantic import field_validator
 from torch import Tensor
 
-from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
 from kdforge.methods.layer_map import check_map, default_map
 from kdforge.methods.projection import width_projection
@@ -52,11 +51,8 @@ class HiddenMSE(Method):
             return value
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("hidden_mse needs a teacher")
-        if not pair.same_tokenizer:
-            raise IncompatibleError("hidden_mse compares token positions, but teacher and student tokenize differently")
         self.layer_map = check_map(
             self.args.layer_map or default_map(t, s, self.args.include_embeddings),
             t.num_layers,

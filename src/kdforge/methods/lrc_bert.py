@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, Pair, register_method
 from kdforge.methods.layer_map import check_map, default_map
 from kdforge.methods.projection import width_projection
@@ -47,11 +46,8 @@ class LRCBERT(Method):
     summary = "contrastive COS-NCE on mapped hidden states with in-batch negatives"
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("lrc_bert needs a teacher")
-        if not pair.same_tokenizer:
-            raise IncompatibleError("lrc_bert compares token positions, but teacher and student tokenize differently")
         self.layer_map = check_map(default_map(t, s), t.num_layers, s.num_layers, "lrc_bert")
         self.proj = width_projection(s.hidden_size, t.hidden_size)
 

@@ -160,11 +160,8 @@ class MGSKD(Method):
         span_weight: float = 1.0
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("mgskd needs a teacher")
-        if not pair.same_tokenizer:
-            raise IncompatibleError("mgskd relates token positions, but teacher and student tokenize differently")
         self.heads = relation_heads(self.args.relation_heads, t.hidden_size, s.hidden_size)
         for who, width in (("teacher", t.hidden_size), ("student", s.hidden_size)):
             if width % self.heads:

@@ -45,16 +45,13 @@ class MiniLM(Method):
         value_weight: float = 1.0
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("minilm needs a teacher")
         if t.num_heads != s.num_heads:
             raise IncompatibleError(
                 f"minilm compares attention head by head, but the teacher has {t.num_heads} heads and the student "
                 f"{s.num_heads}; use minilmv2 (relation heads) instead"
             )
-        if not pair.same_tokenizer:
-            raise IncompatibleError("minilm compares token positions, but teacher and student tokenize differently")
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
         def last(views: Views) -> tuple[Tensor, Tensor, Tensor]:

@@ -54,11 +54,8 @@ class MiniLMv2(Method):
         weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("minilmv2 needs a teacher")
-        if not pair.same_tokenizer:
-            raise IncompatibleError("minilmv2 compares token positions, but teacher and student tokenize differently")
         heads = self.args.relation_heads
         for who, width in (("teacher", t.hidden_size), ("student", s.hidden_size)):
             if width % heads:

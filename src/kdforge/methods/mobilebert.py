@@ -58,16 +58,13 @@ class MobileBERT(Method):
         earlier_weight: float = 0.1
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("mobilebert needs a teacher")
         if t.hidden_size != s.hidden_size or t.num_heads != s.num_heads:
             raise IncompatibleError(
                 f"mobilebert transfers feature maps and attention as they are: widths and head counts must match "
                 f"(teacher {t.hidden_size}/{t.num_heads}, student {s.hidden_size}/{s.num_heads})"
             )
-        if not pair.same_tokenizer:
-            raise IncompatibleError("mobilebert compares token positions, but teacher and student tokenize differently")
         self.layer_map = check_map(default_map(t, s), t.num_layers, s.num_layers, "mobilebert")
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:

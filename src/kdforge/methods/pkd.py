@@ -44,7 +44,6 @@ class PKD(Method):
     """
 
     needs = frozenset({"hidden_states"})
-    token_level = True
     paper = "arXiv:1908.09355"
     summary = "normalized [CLS] states of intermediate layers (PKD-Skip / PKD-Last)"
 
@@ -52,9 +51,8 @@ class PKD(Method):
         strategy: Literal["skip", "last"] = "skip"
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("pkd needs a teacher")
         if t.hidden_size != s.hidden_size:
             raise IncompatibleError(
                 f"pkd compares normalized states directly, but the widths differ ({t.hidden_size} vs {s.hidden_size})"

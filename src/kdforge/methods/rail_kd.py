@@ -41,7 +41,6 @@ class RAILKD(Method):
     """
 
     needs = frozenset({"hidden_states"})
-    token_level = True
     paper = "arXiv:2109.10164"
     summary = "randomly drawn teacher layers per epoch, pooled, projected and matched"
 
@@ -50,9 +49,8 @@ class RAILKD(Method):
         concatenated: bool = True
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("rail_kd needs a teacher")
         if s.num_layers < 2 or t.num_layers <= s.num_layers - 1:
             raise IncompatibleError("rail_kd needs a student of 2+ layers and a deeper teacher")
         self.count = s.num_layers - 1

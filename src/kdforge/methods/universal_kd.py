@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from pydantic import PositiveInt
 from torch import Tensor, nn
 
-from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
 from kdforge.models.views import Views
 
@@ -43,7 +42,6 @@ class UniversalKD(Method):
     """
 
     needs = frozenset({"hidden_states"})
-    token_level = True
     paper = "ACL:2021.emnlp-main.603"
     summary = "each student layer vs an attention-weighted mix of projected teacher layers (KL)"
 
@@ -52,9 +50,8 @@ class UniversalKD(Method):
         pooling: Literal["cls", "mean"] = "cls"
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("universal_kd needs a teacher")
         size = self.args.projection_size or s.hidden_size
         self.student_proj = nn.ModuleList(nn.Linear(s.hidden_size, size, bias=False) for _ in range(s.num_layers))
         self.teacher_proj = nn.ModuleList(nn.Linear(t.hidden_size, size, bias=False) for _ in range(t.num_layers))
