@@ -35,6 +35,7 @@ class Collator:
         self.student = student
         self.task = task
         self.epoch = 0  # set by the trainer: per-epoch randomness (masking) stays reproducible
+        self.augmenter = None  # set by the trainer when training.augment is on (tasks/augment.py)
         self.teachers = teachers
         self.shared = [same_tokenizer(student, teacher) for teacher in teachers]
         # With no teacher sharing its tokenizer, a compressed student reads the first compatible
@@ -68,6 +69,8 @@ class Collator:
         custom = self.task.collate(rows, self) if self.task is not None else None
         if custom is not None:  # rows the task lays out itself (ranking: a query and its passages)
             return custom
+        if self.augmenter is not None:
+            rows = self.augmenter(rows, self.epoch)
         # A compressed student starts from its source teacher's ids, mapped after the task's corruption.
         reader = self.student if self.source is None else self.teachers[self.source]
         student_inputs = self._tokenize(reader, rows)

@@ -25,13 +25,14 @@ from kdforge.engine.collate import Collator
 from kdforge.engine.processes import cpu_group, process_state
 from kdforge.engine.sampling import EpochShuffleSampler
 from kdforge.engine.teacher_source import TeacherSource
-from kdforge.errors import TrainingError
+from kdforge.errors import RecipeError, TrainingError
 from kdforge.methods.base import Batch, Method
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import Views
 from kdforge.models.vocabulary import vocabulary_map
 from kdforge.recipe.schema import TrainingSpec
 from kdforge.schedules import Schedulable, value_at
+from kdforge.tasks.augment import Augmenter, WordNeighbours
 
 LENGTH_GROUP_BATCHES = 50  # batches per length-sorted chunk
 
@@ -121,6 +122,18 @@ def _optimizer(objective: Objective, training: TrainingSpec) -> torch.optim.Opti
     return torch.optim.AdamW(groups, lr=training.lr)
 
 
+def _augmenter(training: TrainingSpec, student: TextModel, teachers: list[TextModel], task, seed: int) -> Augmenter:
+    from kdforge.tasks.base import Task
+
+    if task is not None and type(task).collate is not Task.collate:
+        raise RecipeError(
+            f"training.augment: the {task.spec.name} task lays out its own batches and cannot be augmented"
+        )
+    source = teachers[0] if teachers else student  # replacement words the teacher knows
+    assert training.augment is not None
+    return Augmenter(training.augment, WordNeighbours(source, training.augment.candidates), seed)
+
+
 def train(
     student: TextModel,
     teachers: list[TextModel],
@@ -143,6 +156,8 @@ def train(
         method.bind(student, teachers)
     student.prepare_for(objective.student_needs)
     collator = Collator(student, teachers, training.max_length, task)
+    if training.augment is not None:
+        collator.augmenter = _augmenter(training, student, teachers, task, seed)
     lengths = [len(t) for t in dataset["text"]]
     # Chunks of the global batch (all processes) keep the order independent of the process count.
     global_batch = training.batch_size * accelerator.num_processes
@@ -179,7 +194,8 @@ def train(
         teacher.prepare_for(needs)
         teacher.to(accelerator.device).eval().requires_grad_(False)
         vocabulary = vocabulary_map(teacher.tokenizer, student.tokenizer)  # a compressed student's
-        cache = training.teacher_cache == "auto"
+        # augmented rows differ from epoch to epoch: nothing the teacher says about them can be reused
+        cache = training.teacher_cache == "auto" and training.augment is None
         sources.append(TeacherSource(teacher, needs, cache=cache, position=position, vocabulary=vocabulary))
 
     inner = accelerator.unwrap_model(objective)

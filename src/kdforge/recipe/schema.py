@@ -196,6 +196,14 @@ class MethodSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class AugmentSpec(Strict):
+    """TinyBERT-style word replacement on the training rows (kdforge/tasks/augment.py)."""
+
+    share: float = Field(0.5, gt=0, le=1, description="fraction of the rows replaced by a perturbed copy each epoch")
+    probability: float = Field(0.4, gt=0, le=1, description="chance that each word of such a row is replaced (p_t)")
+    candidates: PositiveInt = Field(15, description="nearest words a replacement is drawn from (K)")
+
+
 class TrainingSpec(Strict):
     epochs: PositiveFloat = 1.0
     max_steps: PositiveInt | None = None
@@ -218,6 +226,9 @@ class TrainingSpec(Strict):
         True, description="batch examples of similar length together (less padding, same data per epoch)"
     )
     seed: int | None = None
+    augment: AugmentSpec | None = Field(
+        None, description="perturb training rows by word replacement; the first teacher labels them anew"
+    )
 
 
 #: The method a distill stage uses when it lists none (any other task: ``kd``).

@@ -1,0 +1,95 @@
+"""Word-replacement augmentation: neighbours from the embedding table, reproducible per epoch, off the cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kdforge
+from kdforge.engine.trainer import _augmenter
+from kdforge.errors import RecipeError
+from kdforge.models.text_model import TextModel
+from kdforge.recipe import validate_recipe
+from kdforge.recipe.schema import AugmentSpec, TaskSpec, TrainingSpec
+from kdforge.tasks import TASKS
+from kdforge.tasks.augment import Augmenter, WordNeighbours
+from tests.conftest import bert_config, classification_recipe, make_tokenizer, sentences
+
+
+@pytest.fixture(scope="module")
+def model() -> TextModel:
+    """A tiny encoder whose embedding table puts "great" next to "good" and "awful" next to "bad"."""
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    tokenizer = make_tokenizer()
+    hf = BertModel(bert_config()).eval()
+    vocab = tokenizer.get_vocab()
+    table = hf.get_input_embeddings().weight
+    with torch.no_grad():
+        table[vocab["great"]] = table[vocab["good"]] * 2.0 + 0.01 * torch.randn(table.size(1))
+        table[vocab["awful"]] = table[vocab["bad"]] + 0.01 * torch.randn(table.size(1))
+    return TextModel(hf, tokenizer, "embedding", "mean")
+
+
+def test_neighbours_are_nearest_by_cosine_and_skip_the_word_itself(model):
+    neighbours = WordNeighbours(model, 3)
+    assert neighbours("good")[0] == "great"  # twice as long, same direction: cosine ignores the length
+    assert neighbours("Bad")[0] == "awful"  # the tokenizer lowercases, so does the lookup
+    assert "good" not in neighbours("good") and len(neighbours("good")) == 3
+    assert all(w.isalpha() and len(w) > 1 and not w.startswith("[") for w in neighbours("cat"))
+    assert neighbours("zebra") == []  # not one word piece: left alone
+
+
+def test_every_word_replaced_at_full_share_and_probability(model):
+    augment = Augmenter(AugmentSpec(share=1.0, probability=1.0, candidates=1), WordNeighbours(model, 1), seed=0)
+    [row] = augment([{"text": "it was good , zebra 42 .", "label": 1, "index": 7}], epoch=0)
+    words = row["text"].split()
+    assert words[2] == "great" and words[3:] == [",", "zebra", "42", "."]  # punctuation, unknowns, numbers stay
+    assert words[0] != "it" and words[1] != "was"
+    assert row["label"] == 1 and row["index"] == 7
+
+
+def test_rows_change_per_epoch_reproducibly_and_in_the_given_share(model):
+    augment = Augmenter(AugmentSpec(share=0.5, probability=0.5), WordNeighbours(model, 5), seed=3)
+    rows = [{"text": text, "index": i} for i, text in enumerate(sentences(400, seed=2))]
+    first, again, later = augment(rows, 0), augment(rows, 0), augment(rows, 1)
+    assert first == again
+    assert first != later
+    changed = sum(a["text"] != b["text"] for a, b in zip(rows, first, strict=True))
+    assert 0.35 * len(rows) < changed < 0.55 * len(rows)  # share 0.5, minus rows whose draw replaced nothing
+    assert all(a["index"] == b["index"] for a, b in zip(rows, first, strict=True))
+
+
+def test_pairs_are_perturbed_on_both_sides(model):
+    augment = Augmenter(AugmentSpec(share=1.0, probability=1.0), WordNeighbours(model, 2), seed=0)
+    [row] = augment([{"text": "the cat likes the ball", "text_pair": "a dog eats some bread", "index": 0}], 0)
+    assert row["text"] != "the cat likes the ball" and row["text_pair"] != "a dog eats some bread"
+
+
+def test_distillation_with_augmentation_trains_and_never_reuses_teacher_outputs(
+    classifier_teacher_dir, data_dir, tmp_path
+):
+    plain = kdforge.run(
+        validate_recipe(classification_recipe(classifier_teacher_dir, data_dir, max_steps=24)),
+        tmp_path / "plain",
+        show=False,
+    )
+    recipe = classification_recipe(classifier_teacher_dir, data_dir, max_steps=24, augment={"share": 0.5})
+    augmented = kdforge.run(validate_recipe(recipe), tmp_path / "augmented", show=False)
+    assert plain["training"]["teacher_cache_hits"] > 0
+    assert augmented["training"]["teacher_cache_hits"] == 0  # each epoch's rows are new to the teacher
+    assert augmented["training"]["final_loss"] != plain["training"]["final_loss"]
+    assert (tmp_path / "augmented" / "student" / "config.json").is_file()
+
+
+def test_augmenting_a_task_with_its_own_batches_is_refused(model):
+    ranking = TASKS.get("ranking")(TaskSpec(name="ranking"))
+    with pytest.raises(RecipeError, match="training.augment: the ranking task lays out its own batches"):
+        _augmenter(TrainingSpec(augment=AugmentSpec()), model, [], ranking, 0)
+
+
+def test_recipe_rejects_a_share_out_of_range(classifier_teacher_dir, data_dir):
+    recipe = classification_recipe(classifier_teacher_dir, data_dir, augment={"share": 0})
+    with pytest.raises(RecipeError, match="augment.share"):
+        validate_recipe(recipe)
