@@ -166,6 +166,46 @@ def methods(
     out.print(table)
 
 
+store_app = typer.Typer(help="Knowledge stores: teacher outputs computed once, reused by many students.")
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("build")
+def store_build(
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe with one or more teachers in mode: cached.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Run folder whose finished stages provide stage:NAME teachers.")
+    ] = None,
+) -> None:
+    """Run each cached teacher once over its stage's training data and write (or finish) its store."""
+    from kdforge.engine.pipeline import build_stores
+    from kdforge.recipe import load_recipe
+
+    folders = _guard(lambda: build_stores(load_recipe(recipe), str(out_dir) if out_dir else None))
+    for folder in folders:
+        out.print(f"store ready: {folder}", highlight=False)
+
+
+@store_app.command("info")
+def store_info(
+    folder: Annotated[Path, typer.Argument(help="Store folder (it holds manifest.json).")],
+    verify: Annotated[bool, typer.Option(help="Check every shard's SHA-256.")] = True,
+) -> None:
+    """What a store holds, for which teacher and data, and whether its shards are intact."""
+    from kdforge.store import KnowledgeStore
+
+    store = _guard(lambda: KnowledgeStore(folder, verify=verify))
+    m = store.manifest
+    views = m.identity.views
+    out.print(
+        f"{folder}: teacher {m.teacher_name}, {m.rows:,} rows, {len(m.shards)} shards, {m.bytes / 1e6:,.1f} MB, "
+        f"built in {m.build_seconds:.0f}s\n  views: {', '.join(views.names)}; hidden layers "
+        f"{list(views.hidden_layers)}; attention blocks {list(views.attention_layers)}; logits top-k {views.top_k}; "
+        f"precision {views.precision}\n  shards {'verified' if verify else 'not verified'}",
+        highlight=False,
+    )
+
+
 def _to_yaml(recipe) -> str:
     import yaml
 

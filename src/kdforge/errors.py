@@ -33,3 +33,7 @@ class TrainingError(KdforgeError):
 
 class CheckpointError(KdforgeError):
     """A checkpoint is unreadable or belongs to another run."""
+
+
+class StoreError(KdforgeError):
+    """A knowledge store is missing, corrupted, from another format, or built for another run."""

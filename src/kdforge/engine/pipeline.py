@@ -18,7 +18,7 @@ from rich.console import Console
 from kdforge.engine.collate import aligned
 from kdforge.engine.processes import process_state
 from kdforge.engine.trainer import TrainResult, train
-from kdforge.errors import DataError, IncompatibleError, KdforgeError, ModelError
+from kdforge.errors import DataError, IncompatibleError, KdforgeError, ModelError, StoreError
 from kdforge.evaluate.metrics import similarity_fidelity
 from kdforge.evaluate.report import print_table
 from kdforge.evaluate.size import model_size
@@ -213,6 +213,38 @@ class Pipeline:
     def _where(self, index: int) -> str:
         return "" if self.recipe.is_flat else f"stages[{index}]."
 
+    def finished(self, index: int) -> bool:
+        """Whether stage ``index`` already ran to the end with this recipe (its model is reusable)."""
+        stage = self.recipe.stages[index]
+        done = self.out / "stages" / stage.name / "done.json"
+        return done.is_file() and json.loads(done.read_text()).get("fingerprint") == stage_fingerprint(
+            self.recipe, index
+        )
+
+    def build_stores(self, index: int) -> list[str]:
+        """Build (or find) the knowledge stores of stage ``index``'s cached teachers, without training."""
+        stage = self.recipe.stages[index]
+        for spec in stage.teachers:
+            name = spec.model[len(STAGE_PREFIX) :] if spec.model.startswith(STAGE_PREFIX) else None
+            if name is not None and name not in self.outputs:
+                raise StoreError(
+                    f"{self._where(index)}teacher {spec.model} is made by a stage that has not run yet; "
+                    "run the recipe with `kdforge run`, which builds the store when it reaches this stage"
+                )
+        task = TASKS.get(stage.task.name)(stage.task)
+        teachers = self._load_teachers(stage, task)
+        dataset = task.train_dataset(stage.data.train)
+        student = self._load_student(stage, task, teachers[0] if teachers else None, dataset)
+        methods = self._methods(stage, index, teachers, student, task.has_targets(dataset))
+        folder = self.out / "stages" / stage.name
+        result = train(
+            student, teachers, methods, [m.weight for m in stage.methods], dataset, stage.training, folder,
+            seed=stage.training.seed if stage.training.seed is not None else self.recipe.seed,
+            fingerprint=stage_fingerprint(self.recipe, index), desc=stage.name, task=task,
+            teacher_specs=stage.teachers, log=log, store_only=True,
+        )  # fmt: skip
+        return result.stores
+
     def run_stage(self, index: int) -> StageOutcome:
         stage = self.recipe.stages[index]
         folder = self.out / "stages" / stage.name
@@ -248,6 +280,8 @@ class Pipeline:
             fingerprint=fingerprint,
             desc=stage.name,
             task=task,
+            teacher_specs=stage.teachers,
+            log=log,
         )
         if result.resumed_from:
             log(f"resumed from the checkpoint at step {result.resumed_from}")
@@ -371,6 +405,21 @@ def run(recipe: Recipe, out: str | Path | None = None, show: bool = True) -> dic
         print_table(results, title=f"{recipe.name}: teacher vs student")
     log(f"results in {out / 'results.json'}")
     return results
+
+
+def build_stores(recipe: Recipe, out: str | Path | None = None) -> list[str]:
+    """``kdforge store build``: the knowledge store of every cached teacher whose model exists, no training."""
+    out = Path(out or recipe.output.dir or Path("runs") / recipe.name)
+    if not any(t.mode == "cached" for stage in recipe.stages for t in stage.teachers):
+        raise StoreError(f"no teacher of recipe {recipe.name!r} has mode: cached, so there is no store to build")
+    pipeline = Pipeline(recipe, out)
+    stores: list[str] = []
+    for index, stage in enumerate(recipe.stages):
+        if any(t.mode == "cached" for t in stage.teachers):
+            stores += pipeline.build_stores(index)
+        if pipeline.finished(index):
+            pipeline.outputs[stage.name] = out / "stages" / stage.name / "model"
+    return stores
 
 
 def evaluate_model(model_path: str, task_name: str, source: DataSource, split: str) -> dict[str, float]:

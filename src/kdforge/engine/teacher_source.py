@@ -6,6 +6,10 @@ recomputed. Token-level views (hidden states, attention, language-model logits, 
 change with each epoch's masking and each batch's padding) stay live here; the persistent
 knowledge store covers them.
 
+The teacher may run on another device or in lower precision (kdforge.models.placement): its
+inputs go to its device, and its views come back to the batch's device in float32, so methods
+always compare float32 targets.
+
 For a student with a compressed vocabulary, the teacher's token logits are cut to the ids the
 student kept (GLMD vocabulary compression), so methods compare distributions over one vocabulary.
 """
@@ -58,10 +62,15 @@ class TeacherSource:
             return views
         self.misses += 1
         started = time.perf_counter()
+        device = inputs["attention_mask"].device
+        teacher_device = self.teacher.device
+        if teacher_device != device:
+            inputs = {k: v.to(teacher_device) for k, v in inputs.items()}
         views = self.teacher(inputs, self.needs).detach()
         self.seconds += time.perf_counter() - started
         if self.vocabulary is not None and views.logits is not None and views.logits.dim() == 3:
-            views.logits = self.vocabulary.teacher_logits(views.logits)
+            views.logits = self.vocabulary.teacher_logits(views.logits)  # cut before the float32 copy
+        views = views.to(device, torch.float32)
         if self.cache_enabled:
             for name in self.needs:
                 rows = getattr(views, name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,11 +28,14 @@ from kdforge.engine.sampling import EpochShuffleSampler
 from kdforge.engine.teacher_source import TeacherSource
 from kdforge.errors import RecipeError, TrainingError
 from kdforge.methods.base import Batch, Method
+from kdforge.models.placement import memory_line, place_teacher
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import Views
 from kdforge.models.vocabulary import vocabulary_map
-from kdforge.recipe.schema import TrainingSpec
+from kdforge.recipe.schema import TeacherSpec, TrainingSpec
 from kdforge.schedules import Schedulable, value_at
+from kdforge.store.plan import cached_teacher
+from kdforge.store.reader import StoredTeacher
 from kdforge.tasks.augment import Augmenter, WordNeighbours
 
 LENGTH_GROUP_BATCHES = 50  # batches per length-sorted chunk
@@ -91,6 +95,7 @@ class TrainResult:
     teacher_cache_hits: int = 0
     teacher_seconds: float = 0.0  # live teacher forwards, part of ``seconds``
     losses: list[float] = field(default_factory=list)
+    stores: list[str] = field(default_factory=list)  # knowledge stores read instead of teachers
 
 
 def _accelerator(training: TrainingSpec, folder: Path, seed: int):
@@ -146,8 +151,17 @@ def train(
     fingerprint: str,
     desc: str = "train",
     task=None,
+    teacher_specs: list[TeacherSpec] | None = None,
+    log: Callable[[str], None] | None = None,
+    store_only: bool = False,
 ) -> TrainResult:
-    """Train ``student`` in place on ``dataset`` with the weighted ``methods``."""
+    """Train ``student`` in place on ``dataset`` with the weighted ``methods``.
+
+    ``teacher_specs`` (one per teacher) say where and in which precision each teacher runs
+    (without them: fp32 on the training device); ``log`` receives the line saying what the
+    teachers' and the student's weights take. ``store_only`` stops once the knowledge stores of
+    cached teachers exist (``kdforge store build``).
+    """
     from transformers import get_scheduler
 
     accelerator = _accelerator(training, folder, seed)
@@ -183,20 +197,34 @@ def train(
         num_training_steps=total_steps,
     )  # not prepared: Accelerate would step it once per process; it steps once per optimizer step here
 
-    sources: list[TeacherSource | None] = []
-    for position, teacher in enumerate(teachers):
-        needs = frozenset().union(
-            *(m.teacher_needs() for m in methods if m.multi_teacher or m.teacher_index == position)
-        )
+    sources: list[TeacherSource | StoredTeacher | None] = []
+    needs_of = [
+        frozenset().union(*(m.teacher_needs() for m in methods if m.multi_teacher or m.teacher_index == position))
+        for position in range(len(teachers))
+    ]
+    for position, (teacher, needs) in enumerate(zip(teachers, needs_of, strict=True)):
         if not needs:
             sources.append(None)  # no method reads this teacher
             continue
         teacher.prepare_for(needs)
-        teacher.to(accelerator.device).eval().requires_grad_(False)
+        spec = teacher_specs[position] if teacher_specs else None
+        place_teacher(teacher, spec, accelerator.device)
         vocabulary = vocabulary_map(teacher.tokenizer, student.tokenizer)  # a compressed student's
+        if spec is not None and spec.mode == "cached":  # a knowledge store instead of teacher forwards
+            stored = cached_teacher(
+                spec, position, teachers, needs_of, accelerator.unwrap_model(objective), collator, dataset, task,
+                training, log or (lambda _: None), vocabulary,
+            )  # fmt: skip
+            sources.append(stored)
+            continue
         # augmented rows differ from epoch to epoch: nothing the teacher says about them can be reused
         cache = training.teacher_cache == "auto" and training.augment is None
         sources.append(TeacherSource(teacher, needs, cache=cache, position=position, vocabulary=vocabulary))
+    if log is not None and accelerator.is_main_process:
+        log(memory_line(teachers, student))
+    stores = [str(s.store.folder) for s in sources if isinstance(s, StoredTeacher)]
+    if store_only:
+        return TrainResult(0, 0.0, 0.0, float("nan"), None, len(dataset), stores=stores)
 
     inner = accelerator.unwrap_model(objective)
     checkpoints = folder / "checkpoints"
@@ -295,4 +323,5 @@ def train(
         teacher_cache_hits=sum(s.hits for s in sources if s is not None),
         teacher_seconds=sum(s.seconds for s in sources if s is not None),
         losses=losses,
+        stores=stores,
     )

@@ -13,7 +13,14 @@ def weights_bytes(folder: Path) -> int:
 
 
 def model_size(model: TextModel) -> dict[str, float]:
-    """Parameters and on-disk MB of the model's weights as ``save_pretrained`` writes them."""
+    """Parameters and on-disk MB of the model's weights as ``save_pretrained`` writes them.
+
+    A teacher whose weights are packed to int8 or offloaded cannot be written that way; its
+    figure is what the weights take as placed.
+    """
+    placement = model.placement
+    if placement is not None and (placement.offloaded or placement.dtype == "int8"):
+        return {"parameters": model.num_parameters(), "disk_mb": placement.weight_bytes / 2**20}
     with tempfile.TemporaryDirectory() as tmp:
         model.hf.save_pretrained(tmp, safe_serialization=True)
         size = weights_bytes(Path(tmp))

@@ -8,7 +8,7 @@ teacher, and students export with plain ``save_pretrained``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +16,9 @@ from torch import Tensor, nn
 from kdforge.models import internals
 from kdforge.models.pooling import pool
 from kdforge.models.views import Views
+
+if TYPE_CHECKING:
+    from kdforge.models.placement import Placement
 
 Kind = Literal["embedding", "classifier", "masked_lm", "causal_lm"]
 #: Kinds whose HF model has a head producing ``logits`` (the rest output hidden states).
@@ -51,6 +54,7 @@ class TextModel(nn.Module):
         self.name = name
         # The teacher blocks this student was cut from: the natural default layer mapping.
         self.teacher_blocks = teacher_blocks
+        self.placement: Placement | None = None  # a teacher's dtype and device (kdforge.models.placement)
 
     # ----- shape of the model -------------------------------------------------------------
     @property
@@ -74,10 +78,15 @@ class TextModel(nn.Module):
         return self.hf.config.num_labels if self.kind == "classifier" else None
 
     def num_parameters(self) -> int:
+        if self.placement is not None:  # int8 packs the linear weights outside parameters(): count as loaded
+            return self.placement.parameters
         return sum(p.numel() for p in self.hf.parameters())
 
     @property
     def device(self) -> torch.device:
+        """Where the forward pass runs (for an offloaded teacher, where its weights are streamed to)."""
+        if self.placement is not None and self.placement.offloaded:  # its parameters are on the meta device
+            return self.placement.device
         return next(self.hf.parameters()).device
 
     # ----- forward --------------------------------------------------------------------------

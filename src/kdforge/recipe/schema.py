@@ -28,6 +28,7 @@ from kdforge.schedules import Schedulable
 
 STAGE_KEYS = ("kind", "teacher", "teachers", "student", "task", "data", "methods", "training", "export")
 STAGE_PREFIX = "stage:"
+TEACHER_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 class Strict(BaseModel):
@@ -36,9 +37,50 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class StoreSpec(Strict):
+    """Where and how a cached teacher's outputs are kept (kdforge/store)."""
+
+    path: str | None = Field(
+        None, description="store folder; default: $KDFORGE_STORE_DIR or ~/.cache/kdforge/stores, one per identity"
+    )
+    top_k: PositiveInt = Field(32, description="logits over more classes are kept as top-k log-probs + tail mass")
+    layers: list[int] | Literal["auto"] = Field(
+        "auto", description="hidden-state layers to keep (0 = embeddings); auto: the ones the methods read"
+    )
+    precision: Literal["fp16", "int8"] = Field("fp16", description="of hidden states and attention maps")
+    shard_rows: PositiveInt = Field(4096, description="training rows per shard (the unit a killed build redoes)")
+    verify: bool = Field(True, description="check every shard's SHA-256 when the store is opened")
+
+
 class TeacherSpec(Strict):
     model: str = Field(description="alias (minilm), local folder, hub id, or stage:NAME")
     trust_remote_code: bool = False
+    mode: Literal["online", "cached"] = Field(
+        "online", description="cached: read teacher outputs from a knowledge store built once (kdforge store build)"
+    )
+    store: StoreSpec = Field(default_factory=StoreSpec)
+    dtype: Literal["fp32", "bf16", "fp16", "int8"] = Field(
+        "fp32", description="precision the teacher runs in; int8: dynamic quantization of its linear layers, CPU only"
+    )
+    device: str = Field("auto", description="auto (the training device), cpu, cuda or cuda:N")
+    offload: bool = Field(
+        False, description="keep the weights on the CPU and stream them onto the device layer by layer (huge teachers)"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        if not TEACHER_DEVICE.fullmatch(value):
+            raise ValueError(f"teacher device {value!r} is not one of: auto, cpu, cuda, cuda:N (N a GPU index)")
+        return value
+
+    @model_validator(mode="after")
+    def _placement_fits(self) -> TeacherSpec:
+        if self.dtype == "int8" and self.offload:
+            raise ValueError("dtype int8 runs on the CPU, where the weights already are; drop 'offload'")
+        if self.dtype == "int8" and self.device.startswith("cuda"):
+            raise ValueError("dtype int8 (dynamic quantization) runs on the CPU only; use device cpu, or bf16/fp16")
+        return self
 
 
 class VocabularySpec(Strict):

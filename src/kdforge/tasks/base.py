@@ -19,6 +19,8 @@ class Task(ABC):
     teacher_kind: ClassVar[Kind | None] = None  # the teachers' kind when it is not the student's (ranking)
     default_metric: ClassVar[str]
     registered_name: ClassVar[str]
+    # The teacher's inputs change from epoch to epoch (e.g. masking): no store can hold its outputs.
+    inputs_vary: ClassVar[bool] = False
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec

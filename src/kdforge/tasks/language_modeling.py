@@ -60,6 +60,7 @@ class MaskedLM(LanguageModelling):
     """
 
     kind = "masked_lm"
+    inputs_vary = True
     probability = 0.15
 
     def prepare_batch(self, batch: Batch, tokenizer, epoch: int) -> Batch:
