@@ -125,7 +125,7 @@ class KnowledgeStore:
         first = read(*located[0])
         out = torch.zeros(keep.size(0), keep.size(1), first.shape[-1])
         for b, (rows, r) in enumerate(located):
-            out[b, positions[b]] = torch.from_numpy(np.asarray(read(rows, r), dtype=np.float32))
+            out[b, positions[b]] = torch.from_numpy(np.array(read(rows, r), dtype=np.float32))
         return out
 
     def _maps(self, located, keep: Tensor, positions, layer: int) -> Tensor:
@@ -133,7 +133,7 @@ class KnowledgeStore:
         out = torch.zeros(keep.size(0), heads, width, width)
         for b, (rows, r) in enumerate(located):
             pos = positions[b]
-            block = torch.from_numpy(np.asarray(rows.attention(layer, r), dtype=np.float32))
+            block = torch.from_numpy(np.array(rows.attention(layer, r), dtype=np.float32))
             out[b][:, pos[:, None], pos[None, :]] = block
         return out
 
@@ -144,7 +144,7 @@ class KnowledgeStore:
             return torch.from_numpy(np.stack([rows.arrays["logits"][r] for rows, r in located]))
         if "logits.values" in arrays:  # sentence-level, top-k
             parts = [
-                [torch.from_numpy(np.asarray(rows.arrays[f"logits.{k}"][r : r + 1])) for rows, r in located]
+                [torch.from_numpy(np.array(rows.arrays[f"logits.{k}"][r : r + 1])) for rows, r in located]
                 for k in ("values", "ids", "tail")
             ]
             return expand_logits(*(torch.cat(p) for p in parts), classes)
@@ -154,7 +154,7 @@ class KnowledgeStore:
             if "token_logits" in rows.arrays:
                 return rows.arrays["token_logits"][a:b]
             values, ids, tail = (
-                torch.from_numpy(np.asarray(rows.arrays[f"token_logits.{k}"][a:b])) for k in ("values", "ids", "tail")
+                torch.from_numpy(np.array(rows.arrays[f"token_logits.{k}"][a:b])) for k in ("values", "ids", "tail")
             )
             return expand_logits(values, ids, tail, classes).numpy()
 
