@@ -18,6 +18,7 @@ from kdforge.store.codec import _logits, expand_logits, quantize
 from tests.conftest import classification_recipe
 from tests.language_models import causal_lm_folder
 
+
 class Killed(Exception):
     pass
 
@@ -211,3 +212,20 @@ def test_language_model_logits_are_stored_as_top_k(data_dir, tmp_path):
     assert arrays["token_logits.values"].shape[1] == 8 and arrays["token_logits.ids"].dtype.name == "int32"
     assert len(arrays["token_logits.tail"]) == int(arrays["length"].sum())  # one row per real token
     assert results["training"]["teacher_seconds"] == 0 and results["training"]["final_loss"] > 0
+
+
+def test_a_full_disk_while_writing_a_shard_is_one_line(classifier_teacher_dir, data_dir, tmp_path, monkeypatch):
+    import errno
+
+    import kdforge.store.shards as shards
+
+    def no_space(tensors, filename):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards, "save_file", no_space)
+    recipe = cached(classification_recipe(classifier_teacher_dir, data_dir, FEATURES), tmp_path / "store")
+    with pytest.raises(
+        StoreError, match=r"cannot write store shard .*shard-00000.safetensors: No space left on device"
+    ):
+        build_stores(validate_recipe(recipe), tmp_path / "run")
+    assert not list((tmp_path / "store").glob("*.partial"))

@@ -293,6 +293,9 @@ class Pipeline:
         if state.is_main_process:  # under accelerate launch, one process writes
             save_hf(student, model_dir)
             done.write_text(json.dumps({"fingerprint": fingerprint, "training": asdict(result) | {"losses": None}}))
+            if result.sharded:  # FSDP / ZeRO-3 split the teachers in place: the evaluation needs whole ones
+                teachers = self._load_teachers(stage, task)
+                teacher = teachers[0] if teachers else None
         state.wait_for_everyone()
         self.outputs[stage.name] = model_dir
         return StageOutcome(stage.name, stage, task, teacher, student, result, skipped=False)

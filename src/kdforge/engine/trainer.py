@@ -8,6 +8,7 @@ uninterrupted one (seeded order, restored RNG, optimizer and scheduler state).
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import datasets
 import torch
+from accelerate.utils import DistributedType
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -26,7 +28,7 @@ from kdforge.engine.collate import Collator
 from kdforge.engine.processes import cpu_group, process_state
 from kdforge.engine.sampling import EpochShuffleSampler
 from kdforge.engine.teacher_source import TeacherSource
-from kdforge.errors import RecipeError, TrainingError
+from kdforge.errors import CheckpointError, RecipeError, TrainingError
 from kdforge.methods.base import Batch, Method
 from kdforge.models.placement import memory_line, place_teacher
 from kdforge.models.text_model import TextModel
@@ -44,17 +46,37 @@ LENGTH_GROUP_BATCHES = 50  # batches per length-sorted chunk
 class Objective(nn.Module):
     """The student and the weighted methods: the one module Accelerate wraps.
 
-    Wrapping both means DDP also synchronises the methods' learned projections.
+    Wrapping both means DDP also synchronises the methods' learned projections. Under FSDP or
+    DeepSpeed ZeRO-3 the live teachers are frozen submodules too, so the one wrapped module
+    shards them with the student, and their forward passes run inside this one, on every process.
     """
 
-    def __init__(self, student: TextModel, methods: list[Method], weights: list[Schedulable]) -> None:
+    def __init__(
+        self,
+        student: TextModel,
+        methods: list[Method],
+        weights: list[Schedulable],
+        teachers: list[TextModel] | None = None,
+    ) -> None:
         super().__init__()
         self.student = student
         self.methods = nn.ModuleList(methods)
+        self.teachers = nn.ModuleList(teachers or [])  # sharded runs only; never trained
         self.weights = weights
         self.student_needs = frozenset().union(*(m.student_needs() for m in methods))
 
-    def forward(self, batch: Batch, teachers: list[Views | None]) -> tuple[Tensor, dict[str, Tensor]]:
+    def train(self, mode: bool = True) -> Objective:
+        super().train(mode)
+        self.teachers.eval()  # a teacher never trains: no dropout in what it says
+        return self
+
+    def forward(self, batch: Batch, teachers: list) -> tuple[Tensor, dict[str, Tensor]]:
+        """``teachers``: each teacher's views, or the source that gives them for ``batch``.
+
+        Sources are called here, inside the wrapped module, where a sharded teacher's layers are
+        gathered like the student's.
+        """
+        teachers = [t(batch) if callable(t) else t for t in teachers]
         views = self.student(batch.student_inputs, self.student_needs)
         if batch.candidate_inputs is not None:  # ranking: passages are encoded apart from their queries
             views = replace(views, candidates=self.student(batch.candidate_inputs, self.student_needs))
@@ -94,6 +116,7 @@ class TrainResult:
     examples: int
     teacher_cache_hits: int = 0
     teacher_seconds: float = 0.0  # live teacher forwards, part of ``seconds``
+    sharded: bool = False  # FSDP / ZeRO-3: the teachers were sharded in place and run only with all processes
     losses: list[float] = field(default_factory=list)
     stores: list[str] = field(default_factory=list)  # knowledge stores read instead of teachers
 
@@ -113,8 +136,23 @@ def _accelerator(training: TrainingSpec, folder: Path, seed: int):
         project_config=ProjectConfiguration(project_dir=str(folder), logging_dir=str(folder / "logs")),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        # Selecting the ZeRO-3 plugin makes every later from_pretrained build partitioned models,
+        # a collective (the main process loading a model alone would wait forever). kdforge loads
+        # whole models and lets prepare() partition them.
+        unset_hf_deepspeed_config()
+        plugin = accelerator.state.deepspeed_plugin
+        if plugin.is_auto("gradient_clipping"):  # else Accelerate fills in 1.0, whatever the recipe says
+            plugin.deepspeed_config["gradient_clipping"] = training.max_grad_norm or 0.0
     set_seed(seed)
     return accelerator
+
+
+def _shards(accelerator) -> bool:
+    """FSDP or DeepSpeed: parameters are split across the processes, not replicated."""
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def _optimizer(objective: Objective, training: TrainingSpec) -> torch.optim.Optimizer:
@@ -165,13 +203,82 @@ def train(
     from transformers import get_scheduler
 
     accelerator = _accelerator(training, folder, seed)
-    objective = Objective(student, methods, weights)
+    shards = _shards(accelerator)
+    # Sharded runs train a copy: the caller's student stays a plain module and gets the gathered
+    # weights back at the end (evaluation and export run on the main process alone).
+    trained = copy.deepcopy(student) if shards else student
     for method in methods:
-        method.bind(student, teachers)
-    student.prepare_for(objective.student_needs)
-    collator = Collator(student, teachers, training.max_length, task)
+        method.bind(trained, teachers)
+    needs_of = [
+        frozenset().union(*(m.teacher_needs() for m in methods if m.multi_teacher or m.teacher_index == position))
+        for position in range(len(teachers))
+    ]
+    specs = teacher_specs or [None] * len(teachers)
+    live = [
+        bool(needs) and (spec is None or spec.mode == "online") for needs, spec in zip(needs_of, specs, strict=True)
+    ]
+    if shards:
+        for position, spec in enumerate(specs):
+            if (
+                live[position]
+                and spec is not None
+                and (spec.dtype, spec.device, spec.offload) != ("fp32", "auto", False)
+            ):
+                raise RecipeError(
+                    f"teachers[{position}]: under {accelerator.distributed_type.value} the teacher is sharded with "
+                    "the student; leave dtype fp32, device auto and offload false (training.bf16 sets the precision)"
+                )
+    sharded_teachers = [t for t, is_live in zip(teachers, live, strict=True) if is_live] if shards else []
+    objective = Objective(trained, methods, weights, sharded_teachers)
+    trained.prepare_for(objective.student_needs)
+    collator = Collator(trained, teachers, training.max_length, task)
     if training.augment is not None:
-        collator.augmenter = _augmenter(training, student, teachers, task, seed)
+        collator.augmenter = _augmenter(training, trained, teachers, task, seed)
+
+    # Teachers are placed and frozen before Accelerate wraps anything: FSDP and DeepSpeed must see a
+    # sharded teacher frozen, and put its shards on the devices themselves.
+    sources: list[TeacherSource | StoredTeacher | None] = []
+    for position, (teacher, needs, spec) in enumerate(zip(teachers, needs_of, specs, strict=True)):
+        if not needs:
+            sources.append(None)  # no method reads this teacher
+            continue
+        teacher.prepare_for(needs)
+        if shards and live[position]:
+            teacher.eval().requires_grad_(False)
+        else:
+            place_teacher(teacher, spec, accelerator.device)
+        vocabulary = vocabulary_map(teacher.tokenizer, trained.tokenizer)  # a compressed student's
+        if spec is not None and spec.mode == "cached":  # a knowledge store instead of teacher forwards
+            stored = cached_teacher(
+                spec, position, teachers, needs_of, objective, collator, dataset, task,
+                training, log or (lambda _: None), vocabulary,
+            )  # fmt: skip
+            sources.append(stored)
+            continue
+        # Augmented rows differ from epoch to epoch: nothing the teacher says about them can be reused.
+        # Sharded, a hit on one process and a miss on another would leave the others waiting in the
+        # teacher's all-gather.
+        cache = training.teacher_cache == "auto" and training.augment is None and not shards
+        sources.append(TeacherSource(teacher, needs, cache=cache, position=position, vocabulary=vocabulary))
+    if log is not None and accelerator.is_main_process and not shards:
+        log(memory_line(teachers, student))
+    stores = [str(s.store.folder) for s in sources if isinstance(s, StoredTeacher)]
+    if store_only:
+        return TrainResult(0, 0.0, 0.0, float("nan"), None, len(dataset), stores=stores)
+
+    checkpoints = folder / "checkpoints"
+    global_step, losses, resumed_from = 0, [], None
+    found = latest_checkpoint(checkpoints, fingerprint)
+    optimizer_state = scheduler_state = None
+    if found is not None:
+        model_state, optimizer_state, scheduler_state = load_checkpoint(found)
+        # before wrapping: FSDP and DeepSpeed then shard the restored weights
+        missing, unexpected = objective.load_state_dict(model_state, strict=False)
+        if unexpected or any(not key.startswith("teachers.") for key in missing):
+            raise CheckpointError(f"{found.path}: its weights do not fit this student; delete it to start afresh")
+        global_step = resumed_from = found.step
+        losses = list(found.state.get("losses", []))
+
     lengths = [len(t) for t in dataset["text"]]
     # Chunks of the global batch (all processes) keep the order independent of the process count.
     global_batch = training.batch_size * accelerator.num_processes
@@ -196,56 +303,22 @@ def train(
         num_warmup_steps=int(training.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )  # not prepared: Accelerate would step it once per process; it steps once per optimizer step here
-
-    sources: list[TeacherSource | StoredTeacher | None] = []
-    needs_of = [
-        frozenset().union(*(m.teacher_needs() for m in methods if m.multi_teacher or m.teacher_index == position))
-        for position in range(len(teachers))
-    ]
-    for position, (teacher, needs) in enumerate(zip(teachers, needs_of, strict=True)):
-        if not needs:
-            sources.append(None)  # no method reads this teacher
-            continue
-        teacher.prepare_for(needs)
-        spec = teacher_specs[position] if teacher_specs else None
-        place_teacher(teacher, spec, accelerator.device)
-        vocabulary = vocabulary_map(teacher.tokenizer, student.tokenizer)  # a compressed student's
-        if spec is not None and spec.mode == "cached":  # a knowledge store instead of teacher forwards
-            stored = cached_teacher(
-                spec, position, teachers, needs_of, accelerator.unwrap_model(objective), collator, dataset, task,
-                training, log or (lambda _: None), vocabulary,
-            )  # fmt: skip
-            sources.append(stored)
-            continue
-        # augmented rows differ from epoch to epoch: nothing the teacher says about them can be reused
-        cache = training.teacher_cache == "auto" and training.augment is None
-        sources.append(TeacherSource(teacher, needs, cache=cache, position=position, vocabulary=vocabulary))
-    if log is not None and accelerator.is_main_process:
-        log(memory_line(teachers, student))
-    stores = [str(s.store.folder) for s in sources if isinstance(s, StoredTeacher)]
-    if store_only:
-        return TrainResult(0, 0.0, 0.0, float("nan"), None, len(dataset), stores=stores)
-
-    inner = accelerator.unwrap_model(objective)
-    checkpoints = folder / "checkpoints"
-    global_step, losses, resumed_from = 0, [], None
-    found = latest_checkpoint(checkpoints, fingerprint)
     if found is not None:
-        model_state, optimizer_state, scheduler_state = load_checkpoint(found)
-        inner.load_state_dict(model_state)
-        optimizer.load_state_dict(optimizer_state)
+        if not shards:
+            optimizer.load_state_dict(optimizer_state)
+        elif log is not None and accelerator.is_main_process:  # split across the processes, not in the checkpoint
+            log("sharded run: weights and position restored; the optimizer's moments start afresh")
         scheduler.load_state_dict(scheduler_state)
-        global_step = resumed_from = found.step
-        losses = list(found.state.get("losses", []))
 
     def checkpoint() -> None:
         accelerator.wait_for_everyone()
+        model_state = accelerator.get_state_dict(objective)  # every process: gathering shards is collective
         if accelerator.is_main_process:
             save_checkpoint(
                 checkpoints,
                 global_step,
-                accelerator.get_state_dict(objective),
-                optimizer.state_dict(),
+                {key: value for key, value in model_state.items() if not key.startswith("teachers.")},
+                {"state": {}, "param_groups": []} if shards else optimizer.state_dict(),
                 scheduler.state_dict(),
                 {"global_step": global_step, "fingerprint": fingerprint, "losses": losses},
                 training.keep_checkpoints,
@@ -275,8 +348,7 @@ def train(
             batch.step, batch.total_steps, batch.epoch, batch.seed = global_step, total_steps, epoch, seed
             with accelerator.accumulate(objective):
                 with accelerator.autocast():
-                    teacher_views = [source(batch) if source is not None else None for source in sources]
-                    loss, parts = objective(batch, teacher_views)
+                    loss, parts = objective(batch, sources)
                 value = loss.item()
                 if not math.isfinite(value):
                     detail = ", ".join(f"{k}={v.item():.4g}" for k, v in parts.items())
@@ -313,6 +385,12 @@ def train(
     for tracker in accelerator.trackers:  # not end_training(): later stages still need the process group
         tracker.finish()
     objective.eval()
+    if shards:  # the trained copy's shards, gathered into the caller's plain student
+        full = accelerator.get_state_dict(objective)
+        if accelerator.is_main_process:
+            student.load_state_dict(
+                {k.removeprefix("student."): v for k, v in full.items() if k.startswith("student.")}
+            )
     return TrainResult(
         steps=global_step,
         seconds=seconds,
@@ -322,6 +400,7 @@ def train(
         examples=len(dataset),
         teacher_cache_hits=sum(s.hits for s in sources if s is not None),
         teacher_seconds=sum(s.seconds for s in sources if s is not None),
+        sharded=shards,
         losses=losses,
         stores=stores,
     )
