@@ -50,6 +50,10 @@ class StoreSpec(Strict):
     precision: Literal["fp16", "int8"] = Field("fp16", description="of hidden states and attention maps")
     shard_rows: PositiveInt = Field(4096, description="training rows per shard (the unit a killed build redoes)")
     verify: bool = Field(True, description="check every shard's SHA-256 when the store is opened")
+    backend: Literal["local", "ray"] = Field(
+        "local", description="ray: the teacher pass as Ray Data batch inference (pip install 'kdforge[ray]')"
+    )
+    workers: PositiveInt = Field(2, description="Ray actors, each with its own copy of the teacher")
 
 
 class TeacherSpec(Strict):

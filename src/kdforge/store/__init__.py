@@ -81,6 +81,9 @@ def prepare_store(
     else:
         verb = "resuming" if existing is not None and existing.identity == identity else "building"
         log(f"knowledge store {verb}: {folder} (teacher {teacher_name}, {len(dataset):,} rows)")
-        built = build_store(folder, identity, teacher, teacher_name, dataset, collator, position, spec.shard_rows, show)
+        built = build_store(
+            folder, identity, teacher, teacher_name, dataset, collator, position, spec.shard_rows, show,
+            backend=spec.backend, workers=spec.workers,
+        )  # fmt: skip
         log(f"knowledge store built in {built.build_seconds:.0f}s: {built.bytes / 1e6:,.1f} MB")
     return KnowledgeStore(folder, verify=spec.verify)

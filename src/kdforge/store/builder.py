@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -52,6 +53,35 @@ def _write_part(folder: Path, rank: int, shards: dict[int, Shard]) -> None:
     partial.replace(path)
 
 
+def write_rows(
+    teacher: TextModel,
+    dataset: datasets.Dataset,
+    collator,
+    position: int,
+    identity: Identity,
+    folder: Path,
+    shard_rows: int,
+    number: int,
+    progress: Callable[[int], object] = lambda n: None,
+) -> Shard:
+    """Shard ``number``: the teacher's views of its rows, encoded and written; its manifest entry."""
+    needs = frozenset(identity.views.names)
+    part = dataset.select(range(number * shard_rows, min((number + 1) * shard_rows, len(dataset)))).to_list()
+    order = sorted(range(len(part)), key=lambda i: len(part[i]["text"]))  # less padding per batch
+    chunks = []
+    for start in range(0, len(order), BATCH):
+        batch = collator([part[i] for i in order[start : start + BATCH]])
+        inputs = {k: v.to(teacher.device) for k, v in batch.teacher_inputs[position].items()}
+        ids = batch.index if batch.teacher_index is None else batch.teacher_index
+        with torch.inference_mode():
+            views = teacher(inputs, needs)
+        chunks.append(encode(views, ids, inputs["attention_mask"], identity.views))
+        progress(min(BATCH, len(order) - start))
+    file = f"shard-{number:05d}.safetensors"
+    digest, size = write_shard(folder / file, concatenate(chunks))
+    return Shard(file=file, rows=len(part), sha256=digest, bytes=size)
+
+
 def build_store(
     folder: Path,
     identity: Identity,
@@ -62,8 +92,13 @@ def build_store(
     position: int,
     shard_rows: int,
     show: bool = True,
+    backend: str = "local",
+    workers: int = 2,
 ) -> Manifest:
-    """Run ``teacher`` over ``dataset`` (batches made by the training ``collator``) into ``folder``."""
+    """Run ``teacher`` over ``dataset`` (batches made by the training ``collator``) into ``folder``.
+
+    ``backend: ray`` runs the teacher pass as Ray Data batch inference instead (same shards, same format).
+    """
     state = process_state()
     rank, world = state.process_index, state.num_processes
     try:
@@ -99,24 +134,21 @@ def build_store(
     teacher.prepare_for(needs)
     teacher.eval()
     started = time.perf_counter()
-    rows_todo = sum(min(shard_rows, len(dataset) - s * shard_rows) for s in todo)
-    with tqdm(total=rows_todo, desc="store", unit="row", disable=not show or not state.is_local_main_process) as bar:
-        for s in todo:
-            part = dataset.select(range(s * shard_rows, min((s + 1) * shard_rows, len(dataset)))).to_list()
-            order = sorted(range(len(part)), key=lambda i: len(part[i]["text"]))  # less padding per batch
-            chunks = []
-            for start in range(0, len(order), BATCH):
-                batch = collator([part[i] for i in order[start : start + BATCH]])
-                inputs = {k: v.to(teacher.device) for k, v in batch.teacher_inputs[position].items()}
-                ids = batch.index if batch.teacher_index is None else batch.teacher_index
-                with torch.inference_mode():
-                    views = teacher(inputs, needs)
-                chunks.append(encode(views, ids, inputs["attention_mask"], identity.views))
-                bar.update(min(BATCH, len(order) - start))
-            file = f"shard-{s:05d}.safetensors"
-            digest, size = write_shard(folder / file, concatenate(chunks))
-            mine[s] = Shard(file=file, rows=len(part), sha256=digest, bytes=size)
+    if backend == "ray":  # the first process hands every missing shard to Ray workers
+        if state.is_main_process:
+            from kdforge.store.ray_backend import build_with_ray
+
+            todo = [s for s in range(manifest.shard_count) if s not in listed or not _intact(folder, listed[s])]
+            mine = {s: shard for s, shard in listed.items() if s not in todo}
+            mine.update(build_with_ray(teacher, dataset, collator.task, identity, folder, shard_rows, todo, workers))
             _write_part(folder, rank, mine)
+    else:
+        rows_todo = sum(min(shard_rows, len(dataset) - s * shard_rows) for s in todo)
+        off = not show or not state.is_local_main_process
+        with tqdm(total=rows_todo, desc="store", unit="row", disable=off) as bar:
+            for s in todo:
+                mine[s] = write_rows(teacher, dataset, collator, position, identity, folder, shard_rows, s, bar.update)
+                _write_part(folder, rank, mine)
     state.wait_for_everyone()
     if state.is_main_process:
         manifest.shards = {s: shard for s, shard in _listed(folder, manifest).items()}
