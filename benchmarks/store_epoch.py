@@ -129,7 +129,7 @@ def main() -> None:
 
 Command: `{command()}`, on {machine()}.
 Packaged MiniLM-L6 teacher, 2-layer student (blocks 0 and 5), `embedding_mse` + `hidden_mse`, one epoch of
-{args.rows:,} SST-2 sentences ({steps} steps of batch 32), same seed, in one process one after the other.
+{store.manifest.rows:,} SST-2 sentences ({steps} steps of batch 32), same seed, in one process one after the other.
 The floor is the same student steps with every row's teacher tensors decoded into memory beforehand.
 STS-B dev Spearman after the epoch shows the three runs train the same student.
 
@@ -137,7 +137,7 @@ STS-B dev Spearman after the epoch shows the three runs train the same student.
 
 - Cached epoch / floor: **{seconds['cached'] / seconds['floor']:.2f}x** (target <= 1.15x); online / floor:
   {seconds['online'] / seconds['floor']:.2f}x.
-- One-time store build (teacher forward over the {args.rows:,} rows, plus writing): {build_seconds:.1f} s. Store:
+- One-time store build (teacher forward over the {store.manifest.rows:,} rows, plus writing): {build_seconds:.1f} s. Store:
   {store.manifest.bytes / 1e6:,.1f} MB for {tokens:,} tokens ({store.manifest.bytes / tokens:,.0f} bytes per token):
   hidden layers {list(views.hidden_layers)} in {views.precision} and the sentence embedding (fp32).
 """
