@@ -936,7 +936,7 @@ def test_every_feature_method_needs_a_teacher(name):
         make(name).setup(Pair(None, shape("classifier", labels=2), True))
 
 
-@pytest.mark.parametrize("name", ["minilm", "minilmv2", "ckd", "mobilebert", "lrc_bert", "tinybert"])
+@pytest.mark.parametrize("name", ["minilm", "minilmv2", "ckd", "mobilebert", "lrc_bert", "tinybert", "sid"])
 def test_token_level_methods_reject_different_tokenizers(name):
     raw = {"relation_heads": 4} if name == "minilmv2" else {}
     with pytest.raises(IncompatibleError, match="tokenize differently"):

@@ -43,9 +43,9 @@ class SID(Method):
     summary = "attention KL + [CLS] cosine, stacked one more layer per phase"
 
     def setup(self, pair: Pair) -> None:
+        self.check_pair(pair)  # a teacher, and one tokenization (attention maps are compared position by position)
         t, s = pair.teacher, pair.student
-        if t is None:
-            raise IncompatibleError("sid needs a teacher")
+        assert t is not None
         if t.num_heads != s.num_heads or t.hidden_size != s.hidden_size:
             raise IncompatibleError(
                 f"sid needs equal head counts and widths (teacher {t.num_heads}x{t.hidden_size}, "
