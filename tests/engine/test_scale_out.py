@@ -149,29 +149,32 @@ def test_sharding_configs_are_refused_on_cpu(config, classifier_teacher_dir, dat
     assert not (tmp_path / "out" / "stages").exists()  # refused before any training
 
 
-def smoke(config: str, teacher: Path, data: Path, tmp_path: Path) -> None:
+SHARDED = [
+    pytest.param("fsdp.yaml", marks=needs_cuda, id="fsdp"),
+    pytest.param(
+        "deepspeed-zero3.yaml",
+        marks=[
+            needs_cuda,
+            pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (pip install -e '.[deepspeed]')"),
+        ],
+        id="deepspeed-zero3",
+    ),
+]
+
+
+@pytest.mark.parametrize("config", SHARDED)
+def test_sharded_config_trains_and_exports_a_whole_student(config, classifier_teacher_dir, data_dir, tmp_path):
     """A few steps with a checkpoint in between; the exported student loads whole, with its shape."""
     processes = str(min(2, torch.cuda.device_count()))
-    recipe = write_recipe(tmp_path, teacher, data, 8, max_steps=4, save_every=2)
+    recipe = write_recipe(tmp_path, classifier_teacher_dir, data_dir, 8, max_steps=4, save_every=2)
     result = launch(config, recipe, tmp_path / "out", "--num_processes", processes, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr.count("kdforge results in") == 1
     student = load_model(str(tmp_path / "out" / "student"))
     assert (student.num_layers, student.hidden_size, student.num_labels) == (2, 32, 2)
     weights = student.hf.state_dict()
-    start = load_model(str(teacher)).hf.state_dict()
+    start = load_model(str(classifier_teacher_dir)).hf.state_dict()
     key = "bert.embeddings.word_embeddings.weight"
     assert weights[key].shape == start[key].shape  # gathered, not one process's shard
     assert (weights[key] - start[key]).abs().max() > 1e-6  # and trained
     assert student.predict(["the cat likes the ball and it was good ."]).shape == (1, 2)
-
-
-@needs_cuda
-def test_fsdp_trains_and_exports_a_whole_student(classifier_teacher_dir, data_dir, tmp_path):
-    smoke("fsdp.yaml", classifier_teacher_dir, data_dir, tmp_path)
-
-
-@needs_cuda
-@pytest.mark.skipif(not HAS_DEEPSPEED, reason="deepspeed is not installed (pip install -e '.[deepspeed]')")
-def test_deepspeed_zero3_trains_and_exports_a_whole_student(classifier_teacher_dir, data_dir, tmp_path):
-    smoke("deepspeed-zero3.yaml", classifier_teacher_dir, data_dir, tmp_path)
