@@ -215,11 +215,39 @@ class Pipeline:
 
     def finished(self, index: int) -> bool:
         """Whether stage ``index`` already ran to the end with this recipe (its model is reusable)."""
-        stage = self.recipe.stages[index]
-        done = self.out / "stages" / stage.name / "done.json"
+        done = self.out / "stages" / self.recipe.stages[index].name / "done.json"
         return done.is_file() and json.loads(done.read_text()).get("fingerprint") == stage_fingerprint(
             self.recipe, index
         )
+
+    def _train(
+        self, index: int, task: Task, teachers: list[TextModel], store_only: bool = False
+    ) -> tuple[TextModel, TrainResult]:
+        """Build stage ``index``'s student and methods and train it (or only build its stores)."""
+        stage = self.recipe.stages[index]
+        dataset = task.train_dataset(stage.data.train)
+        student = self._load_student(stage, task, teachers[0] if teachers else None, dataset)
+        methods = self._methods(stage, index, teachers, student, task.has_targets(dataset))
+        if not store_only:
+            names = ", ".join(f"{m.name} x{_weight(m.weight)}" for m in stage.methods)
+            log(f"stage [bold]{stage.name}[/] ({stage.kind}): {len(dataset):,} training examples; methods: {names}")
+        result = train(
+            student,
+            teachers,
+            methods,
+            [m.weight for m in stage.methods],
+            dataset,
+            stage.training,
+            self.out / "stages" / stage.name,
+            seed=stage.training.seed if stage.training.seed is not None else self.recipe.seed,
+            fingerprint=stage_fingerprint(self.recipe, index),
+            desc=stage.name,
+            task=task,
+            teacher_specs=stage.teachers,
+            log=log,
+            store_only=store_only,
+        )
+        return student, result
 
     def build_stores(self, index: int) -> list[str]:
         """Build (or find) the knowledge stores of stage ``index``'s cached teachers, without training."""
@@ -232,30 +260,18 @@ class Pipeline:
                     "run the recipe with `kdforge run`, which builds the store when it reaches this stage"
                 )
         task = TASKS.get(stage.task.name)(stage.task)
-        teachers = self._load_teachers(stage, task)
-        dataset = task.train_dataset(stage.data.train)
-        student = self._load_student(stage, task, teachers[0] if teachers else None, dataset)
-        methods = self._methods(stage, index, teachers, student, task.has_targets(dataset))
-        folder = self.out / "stages" / stage.name
-        result = train(
-            student, teachers, methods, [m.weight for m in stage.methods], dataset, stage.training, folder,
-            seed=stage.training.seed if stage.training.seed is not None else self.recipe.seed,
-            fingerprint=stage_fingerprint(self.recipe, index), desc=stage.name, task=task,
-            teacher_specs=stage.teachers, log=log, store_only=True,
-        )  # fmt: skip
+        _, result = self._train(index, task, self._load_teachers(stage, task), store_only=True)
         return result.stores
 
     def run_stage(self, index: int) -> StageOutcome:
         stage = self.recipe.stages[index]
         folder = self.out / "stages" / stage.name
         model_dir = folder / "model"
-        fingerprint = stage_fingerprint(self.recipe, index)
-        task = TASKS.get(stage.task.name)(stage.task)
         done = folder / "done.json"
-        finished = done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint
+        task = TASKS.get(stage.task.name)(stage.task)
         teachers = self._load_teachers(stage, task)
         teacher = teachers[0] if teachers else None
-        if finished:
+        if self.finished(index):
             log(f"stage [bold]{stage.name}[/] already finished; reusing {model_dir}")
             student = load_model(str(model_dir), kind=task.kind)
             if hasattr(task, "adopt_labels"):
@@ -263,26 +279,7 @@ class Pipeline:
             self.outputs[stage.name] = model_dir
             return StageOutcome(stage.name, stage, task, teacher, student, _recorded_training(done), skipped=True)
 
-        dataset = task.train_dataset(stage.data.train)
-        student = self._load_student(stage, task, teacher, dataset)
-        methods = self._methods(stage, index, teachers, student, task.has_targets(dataset))
-        names = ", ".join(f"{m.name} x{_weight(m.weight)}" for m in stage.methods)
-        log(f"stage [bold]{stage.name}[/] ({stage.kind}): {len(dataset):,} training examples; methods: {names}")
-        result = train(
-            student,
-            teachers,
-            methods,
-            [m.weight for m in stage.methods],
-            dataset,
-            stage.training,
-            folder,
-            seed=stage.training.seed if stage.training.seed is not None else self.recipe.seed,
-            fingerprint=fingerprint,
-            desc=stage.name,
-            task=task,
-            teacher_specs=stage.teachers,
-            log=log,
-        )
+        student, result = self._train(index, task, teachers)
         if result.resumed_from:
             log(f"resumed from the checkpoint at step {result.resumed_from}")
         log(
@@ -292,7 +289,8 @@ class Pipeline:
         state = process_state()
         if state.is_main_process:  # under accelerate launch, one process writes
             save_hf(student, model_dir)
-            done.write_text(json.dumps({"fingerprint": fingerprint, "training": asdict(result) | {"losses": None}}))
+            training = asdict(result) | {"losses": None}
+            done.write_text(json.dumps({"fingerprint": stage_fingerprint(self.recipe, index), "training": training}))
             if result.sharded:  # FSDP / ZeRO-3 split the teachers in place: the evaluation needs whole ones
                 teachers = self._load_teachers(stage, task)
                 teacher = teachers[0] if teachers else None

@@ -112,13 +112,17 @@ def weight_bytes(model: nn.Module) -> int:
 def memory_line(teachers: list[TextModel], student: TextModel) -> str:
     """One log line: what the teachers' and the student's weights take, and CUDA's allocation."""
     names = ["teacher"] if len(teachers) == 1 else [f"teacher {i}" for i in range(len(teachers))]
-    parts = [f"{name} {_size(weight_bytes(t))} ({_where(t)})" for name, t in zip(names, teachers, strict=True)]
-    parts.append(f"student {_size(weight_bytes(student))} ({_where(student)})")
-    devices = {t.placement.device if t.placement else t.device for t in teachers} | {student.device}
+    models = [*zip(names, teachers, strict=True), ("student", student)]
+    parts = [f"{name} {_size(_weights(model))} ({_where(model)})" for name, model in models]
+    devices = {model.device for _, model in models}
     line = "memory: " + ", ".join(parts)
     for device in sorted((d for d in devices if d.type == "cuda"), key=str):
         line += f"; {device} allocated {_size(torch.cuda.memory_allocated(device))}"
     return line
+
+
+def _weights(model: TextModel) -> int:
+    return model.placement.weight_bytes if model.placement is not None else weight_bytes(model)
 
 
 def _where(model: TextModel) -> str:

@@ -76,7 +76,8 @@ def prepare_store(
     """The matching store, reused when complete, else built (or its build resumed) first."""
     folder = store_folder(spec, identity, teacher_name)
     existing = read_manifest(folder)
-    if existing is not None and existing.identity == identity and existing.complete:
+    hit = existing is not None and existing.identity == identity and existing.complete
+    if hit:
         log(f"knowledge store [bold]hit[/]: {folder} ({existing.bytes / 1e6:,.1f} MB, {existing.rows:,} rows)")
     else:
         verb = "resuming" if existing is not None and existing.identity == identity else "building"
@@ -86,4 +87,5 @@ def prepare_store(
             backend=spec.backend, workers=spec.workers,
         )  # fmt: skip
         log(f"knowledge store built in {built.build_seconds:.0f}s: {built.bytes / 1e6:,.1f} MB")
-    return KnowledgeStore(folder, verify=spec.verify)
+    # a build has just checksummed every shard it wrote or kept: only a found store is verified again
+    return KnowledgeStore(folder, verify=spec.verify and hit)

@@ -22,7 +22,7 @@ from kdforge.engine.processes import process_state
 from kdforge.errors import StoreError
 from kdforge.models.text_model import TextModel
 from kdforge.store.codec import concatenate, encode
-from kdforge.store.manifest import Identity, Manifest, Shard, read_manifest, write_manifest
+from kdforge.store.manifest import Identity, Manifest, Shard, read_manifest, write_manifest, write_text_atomic
 from kdforge.store.shards import sha256_file, write_shard
 
 BATCH = 64
@@ -47,10 +47,7 @@ def _intact(folder: Path, shard: Shard) -> bool:
 def _write_part(folder: Path, rank: int, shards: dict[int, Shard]) -> None:
     parts = folder / "parts"
     parts.mkdir(exist_ok=True)
-    path = parts / f"rank-{rank}.json"
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps({k: v.model_dump() for k, v in shards.items()}))
-    partial.replace(path)
+    write_text_atomic(parts / f"rank-{rank}.json", json.dumps({k: v.model_dump() for k, v in shards.items()}))
 
 
 def write_rows(

@@ -106,14 +106,18 @@ def read_manifest(folder: Path) -> Manifest | None:
         ) from None
 
 
-def write_manifest(folder: Path, manifest: Manifest, name: str = MANIFEST) -> None:
-    path = folder / name
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file: a kill leaves the old content or the new, never half."""
     partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_text(manifest.model_dump_json(indent=1))
+        partial.write_text(text)
         os.replace(partial, path)
     except OSError as err:
         raise StoreError(f"cannot write {path}: {err.strerror}") from None
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    write_text_atomic(folder / MANIFEST, manifest.model_dump_json(indent=1))
 
 
 # ----- fingerprints ----------------------------------------------------------------------------
