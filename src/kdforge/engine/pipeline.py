@@ -174,7 +174,7 @@ class Pipeline:
                     trust_remote_code=spec.trust_remote_code,
                 )
             assert source is not None
-            texts = _texts(dataset) if spec.vocabulary is not None else None
+            texts = _texts(dataset) if spec.vocabulary is not None or spec.static is not None else None
             student, report = build_student(source, spec, texts, from_teacher=not spec.model)
             log(
                 f"student: {student.num_layers} layers, hidden {student.hidden_size}, "

@@ -67,6 +67,14 @@ def build_student(
     ``spec.model`` names, loaded by the caller. ``texts`` (the training text) are needed when
     ``spec.vocabulary`` compresses the vocabulary: they decide which tokens are frequent.
     """
+    if spec.pqrnn is not None:
+        from kdforge.models.pqrnn import build_pqrnn
+
+        return build_pqrnn(teacher, spec)
+    if spec.static is not None:
+        from kdforge.models.static import build_static
+
+        return build_static(teacher, spec, texts)
     source = "teacher" if from_teacher else "model"
     total = teacher.num_layers
     if spec.layers is not None:

@@ -103,6 +103,35 @@ class VocabularySpec(Strict):
         return {"keep": value} if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
+class PQRNNSpec(Strict):
+    """A pQRNN student (arXiv 2101.08890): no embedding table. Each token is hashed into
+    ``features`` ternary projection features, a dense ``bottleneck`` layer follows, then
+    ``layers`` bidirectional QRNN layers (state ``hidden`` per direction, gate convolution
+    width ``kernel``, fo-pooling) and a head (attention pooling for classification, per token
+    for tagging). The student reuses its teacher's tokenizer only to split text into tokens.
+    """
+
+    features: PositiveInt = 512
+    bottleneck: PositiveInt = 128
+    hidden: PositiveInt = 96
+    layers: PositiveInt = 2
+    kernel: PositiveInt = 2
+    dropout: float = Field(0.1, ge=0, lt=1)
+    seed: int = Field(0, description="seed of the token hash; a student is tied to it")
+
+
+class StaticSpec(Strict):
+    """A static-embedding student: one vector per token, weighted mean pooling.
+
+    ``init: teacher`` is the Model2Vec recipe (data-free): every vocabulary token embedded by
+    the teacher, reduced to ``dims`` by PCA, scaled by a SIF weight ``sif / (sif + p(token))``.
+    """
+
+    dims: PositiveInt = 256
+    init: Literal["teacher", "random"] = "teacher"
+    sif: float = Field(1e-3, ge=0, description="SIF coefficient; 0 turns the token weighting off")
+
+
 class StudentSpec(Strict):
     """How to get the student: an existing model as it is, or cut from a model.
 
@@ -123,6 +152,12 @@ class StudentSpec(Strict):
     config: dict[str, Any] | None = None
     vocabulary: VocabularySpec | None = None
     trust_remote_code: bool = False
+    pqrnn: PQRNNSpec | None = Field(None, description="a pQRNN student instead of a transformer")
+    static: StaticSpec | None = Field(None, description="a static-embedding student instead of a transformer")
+
+    @property
+    def architecture(self) -> str:
+        return "pqrnn" if self.pqrnn is not None else "static" if self.static is not None else "transformer"
 
     @property
     def cuts(self) -> bool:
@@ -135,6 +170,8 @@ class StudentSpec(Strict):
             self.num_attention_heads,
             self.config,
             self.vocabulary,
+            self.pqrnn,
+            self.static,
         )
         return any(v is not None for v in fields) or self.init == "fresh"
 
@@ -144,6 +181,13 @@ class StudentSpec(Strict):
             raise ValueError(f"'layers' has {len(self.layers)} entries but 'num_layers' is {self.num_layers}")
         if self.layers is not None and (not self.layers or min(self.layers) < 0):
             raise ValueError("'layers' must be a non-empty list of 0-based block indices")
+        if self.pqrnn is not None and self.static is not None:
+            raise ValueError("a student is either 'pqrnn' or 'static', not both")
+        if self.architecture != "transformer":
+            cut = ("layers", "num_layers", "hidden_size", "intermediate_size", "num_attention_heads", "config")
+            given = [name for name in cut if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to transformer students, not to a {self.architecture} one")
         return self
 
 
