@@ -112,14 +112,9 @@ def evaluate(
 ) -> None:
     """Score a model on a labelled dataset."""
     from kdforge.engine.pipeline import evaluate_model
-    from kdforge.recipe.schema import DataSource
 
     def action() -> dict:
-        try:
-            source = DataSource.model_validate({"path": data, "split": split})
-        except ValueError as error:
-            raise KdforgeError(f"--data: {str(error).splitlines()[-1].strip()}") from None
-        return evaluate_model(model, task, source, split)
+        return evaluate_model(model, task, _data_source(data, split), split)
 
     metrics = _guard(action)
     if as_json:
@@ -131,6 +126,75 @@ def evaluate(
     for name, value in metrics.items():
         table.add_row(name, f"{value:.2f}")
     out.print(table)
+
+
+def _data_source(data: str, split: str):
+    from kdforge.recipe.schema import DataSource
+
+    try:
+        return DataSource.model_validate({"path": data, "split": split})
+    except ValueError as error:
+        raise KdforgeError(f"--data: {str(error).splitlines()[-1].strip()}") from None
+
+
+@app.command("export")
+def export_model(
+    model: Annotated[str, typer.Argument(help="Model folder, alias (minilm) or hub id.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write.")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="hf | sentence-transformers | onnx | onnx-int8 (default: by the model's kind)."),
+    ] = None,
+) -> None:
+    """Write a model as a folder to deploy: Hugging Face, sentence-transformers, ONNX or ONNX int8."""
+    from kdforge.export import check_format, default_format, export
+    from kdforge.models import load_model
+
+    def action() -> str:
+        if fmt is not None:
+            check_format(fmt)
+        loaded = load_model(model)
+        chosen = fmt or default_format(loaded)
+        export(loaded, out_dir, chosen)
+        return chosen
+
+    chosen = _guard(action)
+    out.print(f"{model} exported to {out_dir} ({chosen})", highlight=False)
+
+
+@app.command()
+def bench(
+    models: Annotated[list[str], typer.Argument(help="Model folders (PyTorch or exported ONNX), aliases or hub ids.")],
+    task: Annotated[str | None, typer.Option(help="sts | classification: also measure quality.")] = None,
+    data: Annotated[str | None, typer.Option(help="Labelled data file or folder for quality and timing.")] = None,
+    split: Annotated[str, typer.Option(help="Split to read when --data is a folder.")] = "test",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for bench.json and bench.png.")] = Path("runs/bench"),
+    torch_int8: Annotated[
+        bool, typer.Option("--torch-int8", help="Also measure each PyTorch model with int8 dynamic quantization.")
+    ] = False,
+    sentences: Annotated[int, typer.Option(help="Sentences per throughput round.", min=1)] = 1024,
+    latency_sentences: Annotated[int, typer.Option(help="Batch-1 sentences per latency round.", min=1)] = 100,
+    batch_size: Annotated[int, typer.Option(help="Batch size of the throughput rounds.", min=1)] = 64,
+    rounds: Annotated[int, typer.Option(help="Alternating timing rounds.", min=1)] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Latency, throughput, size, memory (and quality) of models, side by side on this CPU."""
+    from kdforge.evaluate.bench import bench as run_bench
+    from kdforge.evaluate.bench import bench_table, save_bench
+
+    def action() -> tuple[dict, dict]:
+        source = _data_source(data, split) if data is not None else None
+        result = run_bench(models, task, source, split, torch_int8, sentences, latency_sentences, batch_size, rounds)
+        return result, save_bench(result, out_dir)
+
+    result, files = _guard(action)
+    if as_json:
+        print(json.dumps({**result, "files": {k: str(v) for k, v in files.items()}}))
+        return
+    out.print(bench_table(result))
+    if "plot" not in files:
+        out.print("no plot: quality needs --task and --data", highlight=False)
+    out.print(f"written: {', '.join(str(f) for f in files.values())}", highlight=False)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Word-replacement augmentation: neighbours from the embedding table, reproducible per epoch, off the cache."""
+"""Augmentation: word replacement (neighbours from the embedding table) and character distortion, reproducible per
+epoch, off the cache."""
 
 from __future__ import annotations
 
@@ -92,4 +93,57 @@ def test_augmenting_a_task_with_its_own_batches_is_refused(model):
 def test_recipe_rejects_a_share_out_of_range(classifier_teacher_dir, data_dir):
     recipe = classification_recipe(classifier_teacher_dir, data_dir, augment={"share": 0})
     with pytest.raises(RecipeError, match="augment.share"):
+        validate_recipe(recipe)
+
+
+def one_edit_apart(before: str, after: str) -> bool:
+    """``after`` is ``before`` with one character deleted, inserted or moved (or unchanged)."""
+    if abs(len(before) - len(after)) > 1:
+        return False
+    if len(before) == len(after):
+        return sorted(before) == sorted(after)
+    short, long = sorted((before, after), key=len)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+
+
+def test_distortion_edits_words_by_one_character_reproducibly():
+    augment = Augmenter(AugmentSpec(share=1.0, probability=0.0, distortion=1.0), None, seed=0)
+    rows = [{"text": text, "index": i} for i, text in enumerate(sentences(50, seed=4))]
+    first = augment(rows, 0)
+    assert first == augment(rows, 0) and first != augment(rows, 1)
+    pairs = [
+        (b, a)
+        for row, new in zip(rows, first, strict=True)
+        for b, a in zip(row["text"].split(), new["text"].split(), strict=True)
+    ]
+    assert all(one_edit_apart(b, a) for b, a in pairs)
+    assert all(a == b for b, a in pairs if not b.isalpha() or len(b) < 2)  # punctuation and single letters stay
+    assert sum(a != b for b, a in pairs) > 0.6 * sum(b.isalpha() and len(b) > 1 for b, _ in pairs)
+
+
+def test_distortion_probability_is_per_word():
+    augment = Augmenter(AugmentSpec(share=1.0, probability=0.0, distortion=0.3), None, seed=1)
+    rows = [{"text": "the farmer wants the green field", "index": i} for i in range(300)]
+    changed = [
+        a != b for row in augment(rows, 0) for a, b in zip(row["text"].split(), rows[0]["text"].split(), strict=True)
+    ]
+    assert 0.2 < sum(changed) / len(changed) < 0.3  # 0.3, less the moves that put a letter back
+
+
+def test_distortion_alone_needs_no_embedding_table():
+    from kdforge.models.pqrnn import PQRNNConfig, PQRNNForSequenceClassification
+
+    pqrnn = TextModel(
+        PQRNNForSequenceClassification(PQRNNConfig(projection_features=32)), make_tokenizer(), "classifier"
+    )
+    augment = _augmenter(
+        TrainingSpec(augment=AugmentSpec(share=1.0, probability=0.0, distortion=0.5)), pqrnn, [], None, 0
+    )
+    [row] = augment([{"text": "the farmer wants the green field", "index": 0}], 0)
+    assert augment.neighbours is None and row["text"] != "the farmer wants the green field"
+
+
+def test_recipe_rejects_an_augmentation_that_changes_nothing(classifier_teacher_dir, data_dir):
+    recipe = classification_recipe(classifier_teacher_dir, data_dir, augment={"probability": 0})
+    with pytest.raises(RecipeError, match="change nothing"):
         validate_recipe(recipe)

@@ -15,6 +15,8 @@ from kdforge.models.vocabulary import VocabularyMap, vocabulary_map
 
 def same_tokenizer(a: TextModel, b: TextModel) -> bool:
     """True when both models turn any text into the same ids (token-level methods need this)."""
+    if a.special_tokens != b.special_tokens:  # a static-embedding student reads no [CLS]/[SEP]
+        return False
     ta, tb = a.tokenizer, b.tokenizer
     if type(ta).__name__ != type(tb).__name__:
         return False
@@ -25,6 +27,8 @@ def same_tokenizer(a: TextModel, b: TextModel) -> bool:
 
 def aligned(teacher: TextModel, student: TextModel) -> bool:
     """True when the student sees the teacher's token positions: same tokenizer, or a compressed copy."""
+    if teacher.special_tokens != student.special_tokens:
+        return False
     return same_tokenizer(teacher, student) or vocabulary_map(teacher.tokenizer, student.tokenizer) is not None
 
 
@@ -43,7 +47,7 @@ class Collator:
         # that teacher's tokenization.
         self.source: int | None = None
         self.vocabulary: VocabularyMap | None = None
-        if not any(self.shared):
+        if not any(self.shared) and student.special_tokens:
             for position, teacher in enumerate(teachers):
                 self.vocabulary = vocabulary_map(teacher.tokenizer, student.tokenizer)
                 if self.vocabulary is not None:
@@ -61,6 +65,7 @@ class Collator:
             padding=True,
             truncation=True,
             max_length=self.max_length,
+            add_special_tokens=model.special_tokens,
             return_tensors="pt",
         )
         return dict(encoded)

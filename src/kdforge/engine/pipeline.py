@@ -26,6 +26,8 @@ from kdforge.evaluate.speed import throughput
 from kdforge.export import default_format, export, save_hf
 from kdforge.methods import METHODS, Method, ModelShape, Pair
 from kdforge.models import build_student, load_model
+from kdforge.models.loading import load_trainable
+from kdforge.models.onnx_model import OnnxTextModel
 from kdforge.models.text_model import TextModel
 from kdforge.models.vocabulary import vocabulary_map
 from kdforge.recipe.schema import STAGE_PREFIX, DataSource, Recipe, StageSpec
@@ -67,7 +69,7 @@ def shape(model: TextModel, student: TextModel | None = None) -> ModelShape:
 
     A student with a compressed vocabulary sees its teacher's token logits cut to the kept ids.
     """
-    output_size = model.num_labels if model.kind == "classifier" else getattr(model.config, "vocab_size", None)
+    output_size = model.num_labels if model.num_labels is not None else getattr(model.config, "vocab_size", None)
     vocabulary = vocabulary_map(model.tokenizer, student.tokenizer) if student is not None else None
     if vocabulary is not None and model.kind in ("masked_lm", "causal_lm"):
         output_size = vocabulary.size
@@ -81,6 +83,20 @@ def shape(model: TextModel, student: TextModel | None = None) -> ModelShape:
         teacher_blocks=tuple(model.teacher_blocks) if model.teacher_blocks else None,
         output_size=output_size,
     )
+
+
+def _check_attention(method: Method, pair: Pair, where: str) -> None:
+    """Refuse a method that reads attention maps (or the Q/K/V behind them) of a model that has no
+    attention: a pQRNN reports 0 attention heads."""
+    teachers = pair.teachers if method.multi_teacher else (pair.teacher,)
+    read = [("student", pair.student, method.student_needs())]
+    read += [("teacher", t, method.teacher_needs()) for t in teachers if t is not None]
+    for role, model, needs in read:
+        if model.num_heads == 0 and needs & {"attentions", "qkv"}:
+            raise IncompatibleError(
+                f"{where}: reads attention maps, but the {role} has no attention (a pQRNN); "
+                "use methods on logits or hidden states"
+            )
 
 
 def stage_fingerprint(recipe: Recipe, index: int) -> str:
@@ -126,7 +142,7 @@ class Pipeline:
         teachers = []
         expected = task.teacher_kind or task.kind
         for spec in stage.teachers:
-            teacher = load_model(
+            teacher = load_trainable(
                 self._model_source(spec.model),
                 kind="embedding" if expected == "embedding" else None,
                 trust_remote_code=spec.trust_remote_code,
@@ -154,7 +170,7 @@ class Pipeline:
     ) -> TextModel:
         spec = stage.student
         if spec.model and not spec.cuts:
-            student = load_model(
+            student = load_trainable(
                 self._model_source(spec.model),
                 kind=task.kind,
                 num_labels=task.num_labels,
@@ -167,7 +183,7 @@ class Pipeline:
         else:
             source = teacher
             if spec.model:  # cut a given model (an earlier stage's student, a checkpoint), not the teacher
-                source = load_model(
+                source = load_trainable(
                     self._model_source(spec.model),
                     kind=task.kind,
                     num_labels=task.num_labels,
@@ -203,6 +219,7 @@ class Pipeline:
             )
             if method.needs_labels and not has_labels:
                 raise IncompatibleError(f"{where}: needs labelled training data, and the data has no labels")
+            _check_attention(method, pair, where)
             try:
                 method.setup(pair)
             except IncompatibleError as err:
@@ -428,9 +445,13 @@ def evaluate_model(model_path: str, task_name: str, source: DataSource, split: s
     from kdforge.recipe.schema import TaskSpec
 
     task = TASKS.get(task_name)(TaskSpec(name=task_name))
-    model = load_model(model_path, kind=task.kind)
+    return score_model(load_model(model_path, kind=task.kind), task, source, split)
+
+
+def score_model(model: TextModel | OnnxTextModel, task: Task, source: DataSource, split: str) -> dict[str, float]:
+    """The metrics of a loaded model on a labelled source (``kdforge eval``, and ``kdforge bench`` per model)."""
     if task.kind == "classifier" and model.kind != "classifier":
-        raise ModelError(f"{model_path} is not a classifier")
+        raise ModelError(f"{model.name} is not a classifier")
     ds = task.load_eval(source, split)
     if not task.is_labelled(ds):
         raise DataError(f"{source.describe()} ({split}): no gold {'scores' if task.kind == 'embedding' else 'labels'}")

@@ -2,7 +2,7 @@
 
 A teacher in eval mode gives the same sentence-level outputs (logits, embeddings) for the
 same example in every epoch, so after the first epoch they are read from memory instead of
-recomputed. Token-level views (hidden states, attention, language-model logits, which also
+recomputed. Token-level views (hidden states, attention, per-token logits, which also
 change with each epoch's masking and each batch's padding) stay live here; the persistent
 knowledge store covers them.
 
@@ -21,7 +21,7 @@ import time
 import torch
 
 from kdforge.methods.base import Batch
-from kdforge.models.text_model import TextModel
+from kdforge.models.text_model import PER_TOKEN, TextModel
 from kdforge.models.views import SEQUENCE_VIEWS, Views
 from kdforge.models.vocabulary import VocabularyMap
 
@@ -41,7 +41,7 @@ class TeacherSource:
         self.position = position  # which of the batch's teacher inputs belong to this teacher
         self.needs = needs
         self.vocabulary = vocabulary  # the student's compressed vocabulary, when it has one
-        token_logits = teacher.kind in ("masked_lm", "causal_lm")
+        token_logits = teacher.kind in PER_TOKEN
         self.cache_enabled = cache and bool(needs) and needs <= SEQUENCE_VIEWS and not token_logits
         self._memory: dict[str, dict[int, torch.Tensor]] = {name: {} for name in needs}
         self.hits = 0

@@ -172,9 +172,11 @@ def _augmenter(training: TrainingSpec, student: TextModel, teachers: list[TextMo
         raise RecipeError(
             f"training.augment: the {task.spec.name} task lays out its own batches and cannot be augmented"
         )
+    spec = training.augment
+    assert spec is not None
     source = teachers[0] if teachers else student  # replacement words the teacher knows
-    assert training.augment is not None
-    return Augmenter(training.augment, WordNeighbours(source, training.augment.candidates), seed)
+    neighbours = WordNeighbours(source, spec.candidates) if spec.probability > 0 else None
+    return Augmenter(spec, neighbours, seed)
 
 
 def train(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy.stats import pearsonr, spearmanr
+from seqeval import metrics as seqeval
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 
@@ -67,3 +68,17 @@ def ndcg_at_k(scores, relevance, k: int = 10) -> float:
     ideal = np.sort(relevance)[::-1][:k]
     best = float((ideal * discounts[: len(ideal)]).sum())
     return float((top * discounts[: len(top)]).sum()) / best if best > 0 else 0.0
+
+
+def span_metrics(predicted: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
+    """Entity-span precision, recall and F1 (micro) as seqeval computes them, and per-word accuracy, x100.
+
+    A span counts only when both its boundaries and its type match (the CoNLL evaluation);
+    seqeval's default mode also reads an ``I-`` tag that follows no ``B-`` as the start of a span.
+    """
+    return {
+        "f1": float(seqeval.f1_score(gold, predicted, zero_division=0) * 100),
+        "precision": float(seqeval.precision_score(gold, predicted, zero_division=0) * 100),
+        "recall": float(seqeval.recall_score(gold, predicted, zero_division=0) * 100),
+        "accuracy": float(seqeval.accuracy_score(gold, predicted) * 100),
+    }

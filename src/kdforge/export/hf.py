@@ -15,12 +15,18 @@ def save_hf(model: TextModel, path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     model.hf.save_pretrained(path, safe_serialization=True)
     model.tokenizer.save_pretrained(path)
+    write_meta(model, path)
+    return path
+
+
+def write_meta(model: TextModel, path: Path) -> None:
+    """``kdforge.json``: how kdforge reads sentences from the folder's model (loading.py reads it back)."""
     meta = {
         "kind": model.kind,
         "pooling": model.pooling,
         "normalize": model.normalize,
         "max_length": model.max_length,
         "teacher_blocks": model.teacher_blocks,
+        "special_tokens": model.special_tokens,
     }
     (path / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return path

@@ -13,9 +13,14 @@ from kdforge.models.text_model import TextModel
 
 
 def save_sentence_transformer(model: TextModel, path: str | Path) -> Path:
-    """Transformer + Pooling (+ Normalize) modules, built and saved by sentence-transformers itself."""
+    """Transformer + Pooling (+ Normalize) modules, built and saved by sentence-transformers itself
+    (a static-embedding student: StaticEmbedding + Normalize, kdforge/export/static.py)."""
     if model.kind != "embedding":
         raise ModelError("only embedding models export as sentence-transformers folders; use format 'hf'")
+    from kdforge.export.static import is_static, save_static_sentence_transformer
+
+    if is_static(model):
+        return save_static_sentence_transformer(model, path)
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 

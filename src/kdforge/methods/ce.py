@@ -8,11 +8,18 @@ from torch import Tensor
 
 from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
+from kdforge.models.text_model import LABELLED
 from kdforge.models.views import Views
 
 
 def ce_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Mean cross-entropy ``-log softmax(z)_y`` over the batch."""
+    """Mean cross-entropy ``-log softmax(z)_y`` over the batch.
+
+    Token logits ``[B, T, C]`` with labels ``[B, T]`` average over the positions that have a label
+    (``-100`` marks the rest: padding, special tokens, a word's later sub-tokens).
+    """
+    if logits.dim() == 3:
+        logits, labels = logits.flatten(0, 1), labels.flatten()
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
@@ -20,7 +27,7 @@ def ce_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Ten
 class CE(Method):
     """Hard-label cross-entropy; Hinton et al. (arXiv 1503.02531, Sec. 2) add it to soft targets.
 
-    Needs a classifier student and labelled training data; uses no teacher.
+    Needs a classifier or token-classifier student and labelled training data; uses no teacher.
     """
 
     needs = frozenset({"logits"})
@@ -33,8 +40,8 @@ class CE(Method):
         label_smoothing: float = Field(0.0, ge=0.0, le=1.0)
 
     def setup(self, pair: Pair) -> None:
-        if pair.student.kind != "classifier":
-            raise IncompatibleError("ce needs a classifier student (task: classification)")
+        if pair.student.kind not in LABELLED:
+            raise IncompatibleError("ce needs a classifier student (task: classification or token_classification)")
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
         if batch.labels is None:

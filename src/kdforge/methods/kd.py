@@ -33,8 +33,10 @@ class KD(Method):
     Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", arXiv 1503.02531,
     Sec. 2: soft targets at temperature T, gradients scaled by T^2. The temperature may follow a
     schedule (``{schedule: linear, start: 4, end: 1}``). Works on class logits and on token logits
-    (MLM: the masked positions, or ``positions: all``; causal LM: the positions that predict a real token), for teacher
-    and student predicting over the same classes or vocabulary.
+    (MLM: the masked positions, or ``positions: all``; token classification: the first sub-token of
+    each word, the positions that are scored, or ``positions: all`` for every real sub-token; causal
+    LM: the positions that predict a real token), for teacher and student predicting over the same
+    classes or vocabulary.
     """
 
     needs = frozenset({"logits"})

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Pair
+from kdforge.models.text_model import HEADED, LABELLED, PER_TOKEN
 from kdforge.models.views import Views
 
 IGNORE = -100
@@ -33,7 +34,7 @@ def prediction_rows(
 
     A causal LM (``kind``) compares the positions that predict a real token. Other token logits:
     ``positions: masked`` keeps the positions with a target in ``batch.labels`` (the masked tokens
-    of MLM), ``all`` every real token.
+    of MLM, the first sub-token of each word in token classification), ``all`` every real token.
     """
     t, s = teacher.require("logits", who), student.require("logits", who)
     if s.dim() == 2:
@@ -49,17 +50,17 @@ def prediction_rows(
 
 
 def check_same_predictions(pair: Pair, who: str) -> None:
-    """Same classes or vocabulary; for language models also the same token positions."""
+    """Same classes or vocabulary; for per-token logits also the same token positions."""
     t, s = pair.teacher, pair.student
-    headed = ("classifier", "masked_lm", "causal_lm")
-    if t is None or t.kind not in headed or s.kind != t.kind:
+    if t is None or t.kind not in HEADED or s.kind != t.kind:
         raise IncompatibleError(
-            f"{who} needs prediction logits of the same kind from teacher and student (task: classification, mlm or lm)"
+            f"{who} needs prediction logits of the same kind from teacher and student "
+            "(task: classification, token_classification, mlm or lm)"
         )
     if t.prediction_size != s.prediction_size:
-        what = "labels" if t.kind == "classifier" else "vocabulary entries"
+        what = "labels" if t.kind in LABELLED else "vocabulary entries"
         raise IncompatibleError(
             f"{who}: the teacher has {t.prediction_size} {what} and the student {s.prediction_size}"
         )
-    if s.kind in LANGUAGE_MODELS and not pair.same_tokenizer:
+    if s.kind in PER_TOKEN and not pair.same_tokenizer:
         raise IncompatibleError(f"{who} compares token positions; teacher and student must tokenize alike")

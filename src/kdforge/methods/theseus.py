@@ -107,6 +107,8 @@ class Theseus(Method):
             raise IncompatibleError("theseus replaces student blocks with teacher blocks, so it needs a teacher")
         if s.kind != "classifier":
             raise IncompatibleError("theseus trains the hybrid on the labels, so it needs a classifier student")
+        if s.num_heads == 0:
+            raise IncompatibleError("theseus swaps teacher blocks into the student, so it needs a transformer student")
         if t.hidden_size != s.hidden_size:
             raise IncompatibleError(
                 f"theseus swaps teacher and student blocks, so their widths must agree ({t.hidden_size} vs "

@@ -10,9 +10,13 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdforge.errors import ModelError
 from kdforge.models.text_model import Kind, TextModel
+
+if TYPE_CHECKING:
+    from kdforge.models.onnx_model import OnnxTextModel
 
 META_FILE = "kdforge.json"
 
@@ -56,8 +60,15 @@ def _read_meta(path: Path) -> dict:
     return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
-def _is_classifier_config(config) -> bool:
-    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+#: Kinds with a label head: the saved architecture's suffix and the Auto class that loads it.
+LABEL_HEADS = {
+    "classifier": ("ForSequenceClassification", "AutoModelForSequenceClassification"),
+    "token_classifier": ("ForTokenClassification", "AutoModelForTokenClassification"),
+}
+
+
+def _has_head(config, kind: Kind) -> bool:
+    return any(a.endswith(LABEL_HEADS[kind][0]) for a in (config.architectures or []))
 
 
 def _kind_of(config) -> Kind:
@@ -65,6 +76,8 @@ def _kind_of(config) -> Kind:
     names = config.architectures or []
     if any(a.endswith("ForSequenceClassification") for a in names):
         return "classifier"
+    if any(a.endswith("ForTokenClassification") for a in names):
+        return "token_classifier"
     if any(a.endswith("ForMaskedLM") for a in names):
         return "masked_lm"
     if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in names):
@@ -82,21 +95,39 @@ def _auto_class(kind: Kind):
     }[kind]
 
 
+def check_source(source: str) -> str:
+    """Where ``source`` is (an alias resolved); a local path that does not exist is the user's error."""
+    location = resolve(source)
+    if not Path(location).exists() and _looks_local(location):
+        raise ModelError(f"cannot load model {source!r}: no such folder; aliases: {', '.join(ALIASES)}")
+    return location
+
+
 def load_model(
     source: str,
     kind: Kind | None = None,
     num_labels: int | None = None,
     trust_remote_code: bool = False,
-) -> TextModel:
-    """Load ``source`` as a ``TextModel`` of the given kind (inferred when ``None``)."""
+) -> TextModel | OnnxTextModel:
+    """Load ``source`` as a ``TextModel`` of the given kind (inferred when ``None``).
+
+    A folder that ``kdforge export --format onnx | onnx-int8`` wrote loads as an ``OnnxTextModel``
+    (inference only), so evaluation and benchmarks score the deployed graph itself.
+    """
     quiet_transformers()
-    location = resolve(source)
+    location = check_source(source)
     path = Path(location)
-    if not path.exists() and _looks_local(location):
-        raise ModelError(f"cannot load model {source!r}: no such folder; aliases: {', '.join(ALIASES)}")
+    from kdforge.models.onnx_model import is_onnx_folder, load_onnx  # it imports this module
+
+    if is_onnx_folder(path):
+        return load_onnx(path, kind, num_labels, source)
+    from kdforge.models.static import is_static_table, load_static_table  # it imports this module
+
     try:
         if path.is_dir() and (path / "modules.json").is_file():
             return _load_sentence_transformer(path, kind, num_labels, trust_remote_code, source)
+        if is_static_table(path):
+            return load_static_table(path, kind, source)
         if path.exists() and not (path / "config.json").is_file():
             raise ModelError(f"{source}: folder has no config.json (not a Hugging Face or sentence-transformers model)")
         return _load_hf(location, kind, num_labels, trust_remote_code, source)
@@ -111,6 +142,22 @@ def load_model(
         raise ModelError(f"cannot load model {source!r}: {str(err).splitlines()[0]}") from err
 
 
+def load_trainable(
+    source: str,
+    kind: Kind | None = None,
+    num_labels: int | None = None,
+    trust_remote_code: bool = False,
+) -> TextModel:
+    """``load_model`` for a teacher or a student to train, which must be a PyTorch model."""
+    model = load_model(source, kind, num_labels, trust_remote_code)
+    if not isinstance(model, TextModel):
+        raise ModelError(
+            f"{source}: an exported ONNX graph runs inference only; to teach or train, use the PyTorch folder "
+            "it was exported from"
+        )
+    return model
+
+
 def _load_hf(location: str, kind: Kind | None, num_labels: int | None, trust: bool, name: str) -> TextModel:
     from transformers import AutoConfig, AutoTokenizer
 
@@ -118,8 +165,8 @@ def _load_hf(location: str, kind: Kind | None, num_labels: int | None, trust: bo
     kind = kind or _kind_of(config)
     tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust)
     meta = _read_meta(Path(location)) if Path(location).is_dir() else {}
-    if kind == "classifier":
-        hf = _load_classifier(location, config, num_labels, trust, name)
+    if kind in LABEL_HEADS:
+        hf = _load_classifier(location, config, num_labels, trust, name, kind)
     else:
         hf = _auto_class(kind).from_pretrained(location, trust_remote_code=trust)
     _ensure_pad_token(tokenizer, hf)
@@ -132,19 +179,24 @@ def _load_hf(location: str, kind: Kind | None, num_labels: int | None, trust: bo
         max_length=meta.get("max_length"),
         name=name,
         teacher_blocks=meta.get("teacher_blocks"),
+        special_tokens=meta.get("special_tokens", True),
     )
 
 
-def _load_classifier(location: str, config, num_labels: int | None, trust: bool, name: str):
-    from transformers import AutoModelForSequenceClassification
+def _load_classifier(location: str, config, num_labels: int | None, trust: bool, name: str, kind: Kind = "classifier"):
+    """A sentence (``classifier``) or token (``token_classifier``) classifier: its saved head, else a fresh
+    head of ``num_labels`` on the backbone (what a fine-tuning stage starts from)."""
+    import transformers
 
-    if _is_classifier_config(config):
+    auto = getattr(transformers, LABEL_HEADS[kind][1])
+    what = "classifier" if kind == "classifier" else "token classifier"
+    if _has_head(config, kind):
         if num_labels is not None and config.num_labels != num_labels:
-            raise ModelError(f"{name}: the classifier has {config.num_labels} labels but the task has {num_labels}")
-        return AutoModelForSequenceClassification.from_pretrained(location, trust_remote_code=trust)
+            raise ModelError(f"{name}: the {what} has {config.num_labels} labels but the task has {num_labels}")
+        return auto.from_pretrained(location, trust_remote_code=trust)
     if num_labels is None:
-        raise ModelError(f"{name}: a classifier head is needed; set task.num_labels")
-    return AutoModelForSequenceClassification.from_pretrained(location, num_labels=num_labels, trust_remote_code=trust)
+        raise ModelError(f"{name}: a {what} head is needed; set task.num_labels")
+    return auto.from_pretrained(location, num_labels=num_labels, trust_remote_code=trust)
 
 
 def _load_sentence_transformer(
@@ -153,6 +205,13 @@ def _load_sentence_transformer(
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(path), device="cpu", trust_remote_code=trust)
+    static = next((m for m in st if type(m).__name__ == "StaticEmbedding"), None)
+    if static is not None:  # a table of token vectors (a kdforge static student, Model2Vec)
+        from kdforge.models.static import from_backend
+
+        normalized = any(type(m).__name__ == "Normalize" for m in st)
+        max_length = _read_meta(path).get("max_length")
+        return from_backend(static.embedding.weight.detach(), static.tokenizer, normalized, max_length, kind, name)
     transformer = next((m for m in st if hasattr(m, "auto_model")), None)
     if transformer is None:
         raise ModelError(f"{name}: the sentence-transformers model has no Transformer module")
@@ -168,8 +227,8 @@ def _load_sentence_transformer(
     else:
         modules = json.loads((path / "modules.json").read_text())
         sub = str(path / next(m.get("path", "") for m in modules if m["type"].endswith("Transformer")))
-        if kind == "classifier":
-            hf = _load_classifier(sub, transformer.auto_model.config, num_labels, trust, name)
+        if kind in LABEL_HEADS:
+            hf = _load_classifier(sub, transformer.auto_model.config, num_labels, trust, name, kind)
         else:  # a language-model head on the sentence encoder (new weights when it has none)
             hf = _auto_class(kind).from_pretrained(sub, trust_remote_code=trust)
     _ensure_pad_token(st.tokenizer, hf)

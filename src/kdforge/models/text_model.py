@@ -13,24 +13,31 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor, nn
 
+from kdforge.errors import IncompatibleError
 from kdforge.models import internals
 from kdforge.models.pooling import pool
-from kdforge.models.views import Views
+from kdforge.models.views import ALL_VIEWS, Views
 
 if TYPE_CHECKING:
     from kdforge.models.placement import Placement
 
-Kind = Literal["embedding", "classifier", "masked_lm", "causal_lm"]
+Kind = Literal["embedding", "classifier", "token_classifier", "masked_lm", "causal_lm"]
 #: Kinds whose HF model has a head producing ``logits`` (the rest output hidden states).
-HEADED = ("classifier", "masked_lm", "causal_lm")
+HEADED = ("classifier", "token_classifier", "masked_lm", "causal_lm")
+#: Kinds whose logits are per token (``[B, T, C]``): they depend on the batch's padding, and
+#: comparing them needs teacher and student to tokenize alike.
+PER_TOKEN = ("token_classifier", "masked_lm", "causal_lm")
+#: Kinds with a label head (``num_labels`` classes, per sentence or per token).
+LABELLED = ("classifier", "token_classifier")
 
 
 class TextModel(nn.Module):
     """An HF backbone (``AutoModel``) or classifier (``AutoModelForSequenceClassification``).
 
     ``kind="embedding"`` pools the last hidden state into a sentence embedding (normalized
-    when the source model normalizes); ``classifier``, ``masked_lm`` and ``causal_lm`` produce
-    logits from the HF head (``[B, C]`` or ``[B, T, V]``).
+    when the source model normalizes); ``classifier``, ``token_classifier``, ``masked_lm`` and
+    ``causal_lm`` produce logits from the HF head (``[B, C]``, ``[B, T, C]`` over sub-tokens, or
+    ``[B, T, V]``).
     """
 
     def __init__(
@@ -43,6 +50,7 @@ class TextModel(nn.Module):
         max_length: int | None = None,
         name: str = "",
         teacher_blocks: list[int] | None = None,
+        special_tokens: bool = True,
     ) -> None:
         super().__init__()
         self.hf = hf
@@ -54,6 +62,8 @@ class TextModel(nn.Module):
         self.name = name
         # The teacher blocks this student was cut from: the natural default layer mapping.
         self.teacher_blocks = teacher_blocks
+        # False: texts are tokenized without [CLS]/[SEP] (static-embedding students average words only).
+        self.special_tokens = special_tokens
         self.placement: Placement | None = None  # a teacher's dtype and device (kdforge.models.placement)
 
     # ----- shape of the model -------------------------------------------------------------
@@ -75,7 +85,7 @@ class TextModel(nn.Module):
 
     @property
     def num_labels(self) -> int | None:
-        return self.hf.config.num_labels if self.kind == "classifier" else None
+        return self.hf.config.num_labels if self.kind in LABELLED else None
 
     def num_parameters(self) -> int:
         if self.placement is not None:  # int8 packs the linear weights outside parameters(): count as loaded
@@ -97,12 +107,25 @@ class TextModel(nn.Module):
             padding=True,
             truncation=True,
             max_length=self.max_length,
+            add_special_tokens=self.special_tokens,
             return_tensors="pt",
         )
         return dict(encoded)
 
+    @property
+    def views(self) -> frozenset[str]:
+        """The views this model can give methods (a static-embedding model: its sentence embedding only)."""
+        return getattr(self.hf, "kdforge_views", ALL_VIEWS)
+
     def prepare_for(self, needs: frozenset[str]) -> None:
-        """Switch to eager attention when attention probabilities are needed (SDPA hides them)."""
+        """Refuse views the model cannot give; switch to eager attention when attention probabilities
+        are needed (SDPA hides them)."""
+        missing = needs - self.views
+        if missing:
+            raise IncompatibleError(
+                f"{self.name or 'the model'} cannot give the {', '.join(sorted(missing))} view(s) a method needs; "
+                f"it gives: {', '.join(sorted(self.views))}"
+            )
         if "attentions" in needs and getattr(self.hf.config, "_attn_implementation", "eager") != "eager":
             self.hf.set_attn_implementation("eager")
 

@@ -1,16 +1,26 @@
-"""Word-replacement data augmentation: more inputs, close to the real ones, on which to imitate the teacher.
+"""Data augmentation: more inputs, close to the real ones, on which to imitate the teacher.
 
-Jiao et al., "TinyBERT: Distilling BERT for Natural Language Understanding", arXiv 1909.10351,
-Sec. 3.1 and Algorithm 1: every word ``w`` of a sentence is replaced, with probability ``p_t``,
-by one of its ``K`` nearest candidates; the teacher then labels the new sentence, so only
-teacher-driven methods (``kd``, ``hidden_mse`` ...) should train on it. The paper takes the
-candidates of single-piece words from BERT's masked-LM predictions and of other words from
+Word replacement: Jiao et al., "TinyBERT: Distilling BERT for Natural Language Understanding",
+arXiv 1909.10351, Sec. 3.1 and Algorithm 1: every word ``w`` of a sentence is replaced, with
+probability ``p_t``, by one of its ``K`` nearest candidates; the teacher then labels the new
+sentence, so only teacher-driven methods (``kd``, ``hidden_mse`` ...) should train on it. The paper
+takes the candidates of single-piece words from BERT's masked-LM predictions and of other words from
 GloVe. kdforge has neither offline, and must work with any teacher, so it takes them from the
 teacher's own input embedding table: the ``K`` whole-word tokens with the highest cosine
 similarity (for MiniLM, "boring" -> bored, dull, bland ...; "funny" -> hilarious, humorous ...).
 Words that the tokenizer splits into several pieces, and single letters, are left as they are.
 
-The paper writes ``N_a`` augmented copies of the corpus ahead of training. Here rows are
+Character distortion: the projection of PRADO and pQRNN (Kaliamoorthi et al., arXiv 2101.08890;
+``distortion_probability`` of seq_flow_lite's ``SequenceStringProjection``, its ``TextDistorter``)
+distorts each word during training with some probability by one edit, each with chance 1/3: a
+character deleted, a character moved elsewhere in the word, or a character inserted (the reference
+inserts the last deleted one; here a letter drawn from the same sentence). Misspelt words tokenize
+into other pieces, which teaches a hashed-feature student not to lean on exact tokens. The pQRNN
+paper's own augmentation, paraphrases by round-trip translation through pivot languages, needs a
+translation model; such paraphrases, written ahead, can simply be added as training data: the
+teacher labels them like any row when the methods are teacher-driven.
+
+The TinyBERT paper writes ``N_a`` augmented copies of the corpus ahead of training. Here rows are
 perturbed online instead: each epoch a ``share`` of the rows is replaced by a fresh perturbation,
 seeded by (seed, epoch, row), so a resumed run sees the same text and no corpus is multiplied
 on disk.
@@ -63,21 +73,30 @@ class WordNeighbours:
 
 
 class Augmenter:
-    """Replaces a share of each batch's rows by word-replaced copies, reproducibly per epoch."""
+    """Replaces a share of each batch's rows by perturbed copies, reproducibly per epoch.
 
-    def __init__(self, spec: AugmentSpec, neighbours: WordNeighbours, seed: int) -> None:
+    ``neighbours`` may be ``None`` when the spec replaces no words (``probability: 0``).
+    """
+
+    def __init__(self, spec: AugmentSpec, neighbours: WordNeighbours | None, seed: int) -> None:
         self.spec = spec
         self.neighbours = neighbours
         self.seed = seed
 
     def perturb(self, text: str, rng: random.Random) -> str:
-        def replace(match: re.Match) -> str:
-            if rng.random() >= self.spec.probability:
-                return match.group(0)
-            candidates = self.neighbours(match.group(0))
-            return rng.choice(candidates) if candidates else match.group(0)
+        letters = [c for word in WORD.findall(text) for c in word]
 
-        return WORD.sub(replace, text)
+        def change(match: re.Match) -> str:
+            word = match.group(0)
+            if self.spec.probability > 0 and rng.random() < self.spec.probability:
+                assert self.neighbours is not None
+                candidates = self.neighbours(word)
+                word = rng.choice(candidates) if candidates else word
+            if self.spec.distortion > 0 and rng.random() < self.spec.distortion:
+                word = distort(word, rng, letters)
+            return word
+
+        return WORD.sub(change, text)
 
     def __call__(self, rows: list[dict], epoch: int) -> list[dict]:
         out = []
@@ -91,3 +110,19 @@ class Augmenter:
                 changed["text_pair"] = self.perturb(row["text_pair"], rng)
             out.append(changed)
         return out
+
+
+def distort(word: str, rng: random.Random, letters: list[str]) -> str:
+    """One character edit of ``word``, as PRADO's text distorter makes: with chance 1/3 each, delete a
+    character, move one elsewhere (words of 3+ characters; shorter ones stay) or insert one of ``letters``."""
+    kind = rng.random()
+    at = rng.randrange(len(word))
+    if kind < 1 / 3:
+        return word[:at] + word[at + 1 :]
+    if kind < 2 / 3:
+        if len(word) <= 2:
+            return word
+        rest = word[:at] + word[at + 1 :]
+        to = rng.randrange(len(rest))
+        return rest[:to] + word[at] + rest[to:]
+    return word[:at] + rng.choice(letters or [word[at]]) + word[at:]

@@ -1,7 +1,10 @@
-"""Read examples from files (STS-B, GLUE TSV, SuperGLUE JSONL, any CSV/TSV/JSONL/TXT) or the hub.
+"""Read examples from files (STS-B, GLUE TSV, SuperGLUE JSONL, ATIS/SNIPS folders, any
+CSV/TSV/JSONL/TXT) or the hub.
 
 Every source becomes an Arrow ``datasets.Dataset`` with the same columns: ``text``, and when
-present ``text_pair``, ``label`` (as written: int or string) and ``score`` (float).
+present ``text_pair``, ``label`` (as written: int or string) and ``score`` (float). Rows read
+with ``read_rows`` keep their own columns; the ATIS/SNIPS layout adds ``words`` and ``tags``
+there, which token classification reads.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ SCORE_COLUMNS = ("score", "similarity", "relatedness", "gold_score")
 SPLIT_ALIASES = {"dev": ("dev", "validation", "val", "valid"), "validation": ("validation", "dev", "val", "valid")}
 SPLIT_ALIASES["val"] = SPLIT_ALIASES["dev"]
 SPLIT_FILES = ("{}.tsv", "{}.jsonl", "sts-{}.csv", "{}.csv", "{}.txt", "{}.json")
+# The ATIS/SNIPS layout (as JointBERT ships them): a folder per split with line-aligned files:
+# the words of a sentence, their BIO tags (one per word) and the sentence's intent.
+SEQ_WORDS, SEQ_TAGS, SEQ_INTENT = "seq.in", "seq.out", "label"
 
 csv.field_size_limit(sys.maxsize)
 
@@ -53,6 +59,9 @@ def read_rows(source: DataSource, split: str | None = None) -> tuple[list[dict],
     if source.hub:
         rows = _hub_rows(source, split)
         where = f"hub:{source.hub}"
+    elif source.format == "atis" or (source.format == "auto" and is_seq_folder(Path(source.path))):
+        folder = _seq_split(Path(source.path), source.split or split)
+        rows, where = read_seq_folder(folder), str(folder)
     else:
         path = _pick_file(Path(source.path), source.split or split)
         where = str(path)
@@ -77,6 +86,67 @@ def _pick_file(path: Path, split: str | None) -> Path:
                 return candidate
     files = ", ".join(sorted(p.name for p in path.iterdir() if p.is_file())) or "none"
     raise DataError(f"{path}: no file for split {split!r} (files: {files}); name the file in 'path'")
+
+
+def is_seq_folder(path: Path) -> bool:
+    """A split folder holding ``seq.in``, or a folder of such split folders (the ATIS/SNIPS layout)."""
+    if not path.is_dir():
+        return False
+    return (path / SEQ_WORDS).is_file() or any((p / SEQ_WORDS).is_file() for p in path.iterdir() if p.is_dir())
+
+
+def _seq_split(path: Path, split: str | None) -> Path:
+    """The split's folder: ``path`` itself when it holds ``seq.in``, else its subfolder for ``split``."""
+    if not path.is_dir():
+        raise DataError(
+            f"{path}: format atis is a folder with {SEQ_WORDS}, {SEQ_TAGS} and {SEQ_INTENT} (or one per split)"
+        )
+    if (path / SEQ_WORDS).is_file():
+        return path
+    split = split or "train"
+    for name in SPLIT_ALIASES.get(split, (split,)):
+        if (path / name / SEQ_WORDS).is_file():
+            return path / name
+    found = ", ".join(sorted(p.name for p in path.iterdir() if (p / SEQ_WORDS).is_file())) or "none"
+    raise DataError(f"{path}: no folder with a {SEQ_WORDS} for split {split!r} (split folders: {found})")
+
+
+def read_seq_folder(folder: Path) -> list[dict]:
+    """One row per line of ``seq.in``: ``text``, ``words`` (split on whitespace), and when the files
+    exist ``tags`` (``seq.out``, one per word) and ``label`` (the intent).
+
+    The files are aligned by line, so a count that disagrees is an error (with the file and
+    line) rather than a silent shift of every later example.
+    """
+    lines = {name: _lines(folder / name) for name in (SEQ_WORDS, SEQ_TAGS, SEQ_INTENT) if (folder / name).is_file()}
+    sentences = lines[SEQ_WORDS]
+    for name, values in lines.items():
+        if len(values) != len(sentences):
+            raise DataError(f"{folder / name}: {len(values)} lines, but {SEQ_WORDS} has {len(sentences)}")
+    rows = []
+    for number, line in enumerate(sentences, 1):
+        words = line.split()
+        if not words:
+            raise DataError(f"{folder / SEQ_WORDS}:{number}: empty line (the files are aligned by line)")
+        row: dict = {"text": " ".join(words), "words": words}
+        if SEQ_TAGS in lines:
+            tags = lines[SEQ_TAGS][number - 1].split()
+            if len(tags) != len(words):
+                raise DataError(
+                    f"{folder / SEQ_TAGS}:{number}: {len(tags)} tags for the {len(words)} words of {SEQ_WORDS}:{number}"
+                )
+            row["tags"] = tags
+        if SEQ_INTENT in lines:
+            row["label"] = lines[SEQ_INTENT][number - 1].strip()
+        rows.append(row)
+    return rows
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason})") from None
 
 
 def _file_rows(path: Path, fmt: str) -> list[dict]:
