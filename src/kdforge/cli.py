@@ -176,6 +176,9 @@ def bench(
     latency_sentences: Annotated[int, typer.Option(help="Batch-1 sentences per latency round.", min=1)] = 100,
     batch_size: Annotated[int, typer.Option(help="Batch size of the throughput rounds.", min=1)] = 64,
     rounds: Annotated[int, typer.Option(help="Alternating timing rounds.", min=1)] = 3,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads per model (default: torch's default here).", min=1)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Latency, throughput, size, memory (and quality) of models, side by side on this CPU."""
@@ -184,7 +187,9 @@ def bench(
 
     def action() -> tuple[dict, dict]:
         source = _data_source(data, split) if data is not None else None
-        result = run_bench(models, task, source, split, torch_int8, sentences, latency_sentences, batch_size, rounds)
+        result = run_bench(
+            models, task, source, split, torch_int8, sentences, latency_sentences, batch_size, rounds, threads
+        )
         return result, save_bench(result, out_dir)
 
     result, files = _guard(action)

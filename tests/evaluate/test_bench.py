@@ -12,6 +12,7 @@ from kdforge.errors import KdforgeError
 from kdforge.evaluate.bench import bench
 from kdforge.export import export
 from kdforge.models import load_model
+from kdforge.recipe.schema import DataSource
 
 runner = CliRunner()
 FIELDS = {
@@ -57,7 +58,7 @@ def test_bench_reports_every_field_for_every_model(benched, embedding_teacher_di
         assert set(row) == FIELDS
         assert row["parameters"] > 0 and row["disk_mb"] > 0 and row["sentences_per_second"] > 0
         assert 0 < row["latency_ms_p50"] <= row["latency_ms_p95"]
-        assert row["peak_memory_mb"] is not None and row["peak_memory_mb"] >= 0
+        assert row["peak_memory_mb"] is not None and row["peak_memory_mb"] > 0  # Linux: /proc
         assert {"spearman", "pearson"} <= set(row["metrics"])
     assert rows[2]["disk_mb"] < rows[0]["disk_mb"]  # int8 linear weights
     assert payload["settings"]["sentences"] == 48 and payload["settings"]["metric"] == "spearman"
@@ -85,3 +86,8 @@ def test_bench_reports_a_missing_model_in_one_line(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "no such folder" in lines[0]
+
+
+def test_bench_measures_quality_only_for_sentence_tasks(embedding_teacher_dir, data_dir):
+    with pytest.raises(KdforgeError, match="quality for sts and classification"):
+        bench([str(embedding_teacher_dir)], task="ranking", data=DataSource(path=str(data_dir / "sts-dev.csv")))

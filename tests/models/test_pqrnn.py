@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +30,7 @@ from kdforge.recipe import StudentSpec, validate_recipe
 from kdforge.recipe.schema import PQRNNSpec
 from tests.conftest import bert_config, classification_recipe, make_tokenizer, sentences
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"features": 64, "hidden": 16, "layers": 2, "kernel": 2}  # bottleneck: 2 x hidden = 32
 
 
@@ -46,8 +50,9 @@ def test_projection_is_deterministic_across_calls_and_processes():
         "import torch; from tests.models.test_pqrnn import project; "
         "print(project(torch.arange(500).view(5, 100), seed=7).flatten().tolist())"
     )
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert features.flatten().tolist() == eval(other.stdout)
+    env = {**os.environ, "PYTHONHASHSEED": "123"}  # another process, another string-hash salt
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+    assert features.flatten().tolist() == json.loads(other.stdout)
 
 
 def test_projection_is_ternary_with_the_designed_frequencies():
@@ -193,6 +198,7 @@ def test_student_mirrors_the_teacher_and_reports_no_attention(classifier_teacher
     assert student.tokenizer.get_vocab() == classifier_teacher.tokenizer.get_vocab()
     assert (student.num_layers, student.hidden_size, student.num_heads) == (2, 32, 0)
     assert report.source == "pqrnn" and report.copied == 0 and report.fresh == len(student.hf.state_dict())
+    assert f"{student.num_parameters():,} parameters" in report.describe()
     views = student(student.tokenize(["the cat sees a dog .", "a bird ."]), frozenset({"logits", "hidden_states"}))
     assert views.logits.shape == (2, 2)
     assert [h.shape[-1] for h in views.hidden_states] == [32, 32, 32]  # bottleneck, then each QRNN layer

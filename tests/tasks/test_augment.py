@@ -88,6 +88,9 @@ def test_augmenting_a_task_with_its_own_batches_is_refused(model):
     ranking = TASKS.get("ranking")(TaskSpec(name="ranking"))
     with pytest.raises(RecipeError, match="training.augment: the ranking task lays out its own batches"):
         _augmenter(TrainingSpec(augment=AugmentSpec()), model, [], ranking, 0)
+    # token classification lays out its own batches too, but perturbs them itself (tags stay aligned)
+    tagging = TASKS.get("token_classification")(TaskSpec(name="token_classification"))
+    assert _augmenter(TrainingSpec(augment=AugmentSpec(probability=0, distortion=0.2)), model, [], tagging, 0)
 
 
 def test_recipe_rejects_a_share_out_of_range(classifier_teacher_dir, data_dir):

@@ -168,7 +168,7 @@ def _optimizer(objective: Objective, training: TrainingSpec) -> torch.optim.Opti
 def _augmenter(training: TrainingSpec, student: TextModel, teachers: list[TextModel], task, seed: int) -> Augmenter:
     from kdforge.tasks.base import Task
 
-    if task is not None and type(task).collate is not Task.collate:
+    if task is not None and type(task).collate is not Task.collate and not task.augments_own_batches:
         raise RecipeError(
             f"training.augment: the {task.spec.name} task lays out its own batches and cannot be augmented"
         )

@@ -9,9 +9,10 @@ each PyTorch model once more with its linear layers dynamically quantized
 Each model lives in its own fresh process. Its memory figure is then its own: the growth of the
 process's peak resident set from just before the model is loaded (torch, transformers,
 sentence-transformers and onnxruntime already imported) to the end of the timing, i.e. weights,
-runtime buffers and the activations of batch-64 inference. The parent process drives the timing
-so that exactly one model runs at a time, and in alternating rounds, as ``kdforge.evaluate.speed``
-does in one process: a noisy neighbour or frequency scaling then affects all models alike.
+runtime buffers and the activations of batch-64 inference (read from ``/proc``: Linux only).
+The parent process drives the timing so that exactly one model runs at a time, and in
+alternating rounds, as ``kdforge.evaluate.speed`` does in one process: a noisy neighbour or
+frequency scaling then affects all models alike.
 Throughput keeps each model's best round (the least disturbed); latency percentiles pool the
 single-sentence timings of all rounds. Both include tokenization, as a caller would see it.
 """
@@ -35,6 +36,8 @@ from rich.table import Table
 from kdforge.errors import KdforgeError
 from kdforge.recipe.schema import DataSource, TaskSpec
 
+#: Tasks whose models bench times as they are scored: one sentence (pair) in, one embedding or logits row out.
+QUALITY_TASKS = ("sts", "classification")
 #: What the memory column means, for the table and the JSON.
 MEMORY_MEANING = (
     "peak resident memory added by loading the model and running it (batch 1 and batch 64), "
@@ -66,15 +69,26 @@ class Workload:
 
 
 # ----- the worker process -------------------------------------------------------------------
-def _peak_rss() -> int | None:
-    """This process's peak resident set in bytes (``None`` where ``resource`` is missing: Windows)."""
+_PROC = Path("/proc/self")
+
+
+def _memory_field(name: str) -> int:
+    """A ``/proc/self/status`` figure (``VmRSS``, ``VmHWM``) in bytes."""
+    line = next(line for line in (_PROC / "status").read_text().splitlines() if line.startswith(name + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def _reset_peak() -> int | None:
+    """Resident memory now, with the kernel's peak mark (``VmHWM``) reset to it; ``None`` off Linux.
+
+    ``getrusage``'s ``ru_maxrss`` cannot serve: Linux carries it across fork and exec, so a fresh
+    process would start with its parent's peak (a benchmark script that exported the models first).
+    """
     try:
-        import resource
-        import sys
-    except ImportError:  # pragma: no cover - Windows
+        (_PROC / "clear_refs").write_text("5")
+        return _memory_field("VmRSS")
+    except OSError:
         return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
 def _preload() -> None:
@@ -130,7 +144,7 @@ def _serve(conn: Connection, candidate: Candidate, work: Workload) -> None:
     torch.set_num_threads(work.threads)
     try:
         _preload()
-        baseline = _peak_rss()
+        baseline = _reset_peak()
         model = _load(candidate, work)
         conn.send(("ok", None))
         texts, pairs, n = work.texts, work.pairs, work.latency_sentences
@@ -139,8 +153,7 @@ def _serve(conn: Connection, candidate: Candidate, work: Workload) -> None:
             return _infer(model, texts[i : i + 1], pairs[i : i + 1] if pairs else None, 1)
 
         def memory() -> float | None:
-            peak = _peak_rss()
-            return (peak - baseline) / 2**20 if peak is not None and baseline is not None else None
+            return (_memory_field("VmHWM") - baseline) / 2**20 if baseline is not None else None
 
         def quality() -> dict[str, float]:
             from kdforge.engine.pipeline import score_model
@@ -253,19 +266,26 @@ def bench(
     latency_sentences: int = 100,
     batch_size: int = 64,
     rounds: int = 3,
+    threads: int | None = None,
 ) -> dict:
-    """Measure every model in ``sources``; see the module docstring for what each figure means."""
+    """Measure every model in ``sources``; see the module docstring for what each figure means.
+
+    ``threads``: intra-op threads of every model (PyTorch and onnxruntime alike; default: torch's
+    default here). The models run in child processes started by ``multiprocessing`` (spawn), so a
+    script that calls this needs the ``if __name__ == "__main__":`` guard.
+    """
     from kdforge.tasks import TASKS
 
     if (task is None) != (data is None):
         raise KdforgeError("quality needs both a task and data (--task and --data); give both or neither")
     if not sources:
         raise KdforgeError("name at least one model to benchmark")
-    metric = TASKS.get(task, "--task")(TaskSpec(name=task)).primary_metric if task else None
+    if task is not None and task not in QUALITY_TASKS:
+        raise KdforgeError(f"--task: bench measures quality for {' and '.join(QUALITY_TASKS)}, not {task!r}")
+    metric = TASKS.get(task)(TaskSpec(name=task)).primary_metric if task else None
     texts, pairs = workload_texts(task, data, split, sentences)
-    work = Workload(
-        texts, pairs, min(latency_sentences, len(texts)), batch_size, torch.get_num_threads(), task, data, split
-    )
+    threads = threads or torch.get_num_threads()
+    work = Workload(texts, pairs, min(latency_sentences, len(texts)), batch_size, threads, task, data, split)
     rows = candidates(sources, torch_int8)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: nothing shared, nothing inherited
     workers = [_Worker(context, row, work) for row in rows]
@@ -363,14 +383,25 @@ def plot_bench(result: dict, path: Path) -> Path | None:
     for row in result["models"]:
         x, y = row["sentences_per_second"], row["metrics"][metric]
         axes.scatter([x], [y], s=40)
-        axes.annotate(f"{row['model']}\n{row['format']}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        axes.annotate(
+            f"{_short(row['model'])}\n{row['format']}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8
+        )
     axes.set_xscale("log")
-    axes.set_xlabel(f"sentences/s, batch {settings['batch_size']}, {settings['threads']} CPU threads (log scale)")
+    axes.margins(x=0.2, y=0.15)
+    axes.set_xlabel(
+        f"sentences/s at batch {settings['batch_size']}, {settings['threads']} thread(s) per model (log scale)"
+    )
     axes.set_ylabel(f"{metric} on {settings['data']} ({settings['split']})")
-    axes.set_title("quality vs throughput")
+    axes.set_title("quality vs throughput", pad=12)
     axes.grid(True, which="both", alpha=0.3)
     figure.savefig(path, dpi=150, bbox_inches="tight")
     return path
+
+
+def _short(label: str) -> str:
+    """A model path as its last two parts (the plot's labels stay readable)."""
+    parts = Path(label).parts
+    return str(Path(*parts[-2:])) if len(parts) > 2 else label
 
 
 def save_bench(result: dict, out: Path) -> dict[str, Path]:

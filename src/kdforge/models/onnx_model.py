@@ -25,13 +25,18 @@ from kdforge.models.text_model import Kind
 ONNX_FILE = "model.onnx"
 #: The kinds whose result the exported graph outputs in one call, and that output's name.
 OUTPUTS: dict[str, str] = {"embedding": "embedding", "classifier": "logits"}
+#: The ``format`` that ``kdforge.json`` of an exported ONNX folder records.
+FORMATS = ("onnx", "onnx-int8")
 _FLOATS = {1, 10, 16}  # onnx TensorProto FLOAT, FLOAT16, BFLOAT16
 _INT8 = {2, 3}  # UINT8, INT8: quantized weights
 _QUANT_SUFFIXES = ("_scale", "_zero_point")  # onnxruntime's names for quantization constants
 
 
 def is_onnx_folder(path: Path) -> bool:
-    return path.is_dir() and (path / ONNX_FILE).is_file()
+    """A folder ``kdforge export`` wrote as ONNX (others with a ``model.onnx`` load as they did before)."""
+    if not (path.is_dir() and (path / ONNX_FILE).is_file() and (path / META_FILE).is_file()):
+        return False
+    return json.loads((path / META_FILE).read_text()).get("format") in FORMATS
 
 
 def onnx_weight_files(folder: Path) -> list[Path]:
@@ -48,11 +53,11 @@ class OnnxTextModel:
 
         self.folder = Path(folder)
         self.name = name or str(folder)
-        meta = json.loads((self.folder / META_FILE).read_text()) if (self.folder / META_FILE).is_file() else {}
+        meta = json.loads((self.folder / META_FILE).read_text())
         if meta.get("kind") not in OUTPUTS:
             raise ModelError(f"{self.name}: {META_FILE} does not say which kind of model the ONNX graph is")
         self.kind: Kind = meta["kind"]
-        self.format: str = meta.get("format", "onnx")
+        self.format: str = meta["format"]
         self.pooling: str = meta.get("pooling", "mean")
         self.normalize: bool = meta.get("normalize", False)
         self.max_length: int = meta.get("max_length") or 512

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -420,6 +421,19 @@ def parameter_count(
     return total
 
 
+@dataclass
+class PQRNNBuildReport(BuildReport):
+    """A pQRNN student is all fresh tensors: the log says how many parameters they hold."""
+
+    parameters: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"pQRNN of {self.parameters:,} parameters in {self.fresh} fresh tensors "
+            "(hashed token features, no embedding table; nothing copied from the teacher)"
+        )
+
+
 def build_pqrnn(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, BuildReport]:
     """A fresh pQRNN student of ``teacher``'s kind, labels and tokenizer, shaped by ``spec.pqrnn``.
 
@@ -466,4 +480,7 @@ def build_pqrnn(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Build
         max_length=teacher.max_length,
         name=f"pQRNN student of {teacher.name}",
     )
-    return student, BuildReport(kept_blocks=[], copied=0, fresh=len(hf.state_dict()), source="pqrnn")
+    report = PQRNNBuildReport(
+        kept_blocks=[], copied=0, fresh=len(hf.state_dict()), source="pqrnn", parameters=student.num_parameters()
+    )
+    return student, report

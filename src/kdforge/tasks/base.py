@@ -21,6 +21,8 @@ class Task(ABC):
     registered_name: ClassVar[str]
     # The teacher's inputs change from epoch to epoch (e.g. masking): no store can hold its outputs.
     inputs_vary: ClassVar[bool] = False
+    # Its own ``collate`` applies ``collator.augmenter`` (otherwise training.augment is refused for it).
+    augments_own_batches: ClassVar[bool] = False
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec

@@ -131,6 +131,7 @@ class TokenClassification(Task):
 
     kind = "token_classifier"
     default_metric = "f1"
+    augments_own_batches = True  # collate perturbs words one for one, so the tags stay aligned
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
