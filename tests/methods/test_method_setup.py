@@ -133,7 +133,7 @@ def test_parse_args_rejects_unknown_arguments_naming_method_and_argument(name):
 
 
 def test_parse_args_unknown_argument_lists_the_valid_ones():
-    valid = "name, weight, temperature, positions"
+    valid = "name, weight, temperature, positions, view"
     with pytest.raises(ValueError, match=rf"method 'kd' has no argument 'temp'; valid: {valid}$"):
         KD.parse_args({"temp": 2.0})
 

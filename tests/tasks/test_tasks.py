@@ -44,13 +44,22 @@ def tsv(path: Path, header: str, rows: list[tuple]) -> Path:
 
 
 def test_registry_has_every_task():
-    assert TASKS.names() == ["classification", "lm", "mlm", "ranking", "reranking", "sts", "token_classification"]
+    assert TASKS.names() == [
+        "classification",
+        "intent_slots",
+        "lm",
+        "mlm",
+        "ranking",
+        "reranking",
+        "sts",
+        "token_classification",
+    ]
     assert isinstance(task("sts"), STS) and isinstance(task("classification"), Classification)
     assert task("sts").kind == "embedding" and task("classification").kind == "classifier"
     assert task("sts").primary_metric == "spearman"
     assert task("classification").primary_metric == "accuracy"
     assert task("classification", metric="f1").primary_metric == "f1"
-    with pytest.raises(RecipeError, match="valid: classification, lm, mlm, ranking, reranking, sts, token_classif"):
+    with pytest.raises(RecipeError, match="valid: classification, intent_slots, lm, mlm, ranking, reranking, sts"):
         TASKS.get("regression")
 
 

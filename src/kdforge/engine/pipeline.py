@@ -82,6 +82,7 @@ def shape(model: TextModel, student: TextModel | None = None) -> ModelShape:
         embedding_size=model.hidden_size,
         teacher_blocks=tuple(model.teacher_blocks) if model.teacher_blocks else None,
         output_size=output_size,
+        num_slots=model.num_slots,
     )
 
 
@@ -175,6 +176,7 @@ class Pipeline:
                 kind=task.kind,
                 num_labels=task.num_labels,
                 trust_remote_code=spec.trust_remote_code,
+                num_slots=task.num_slots,
             )
             log(
                 f"student [bold]{spec.model}[/]: {student.num_layers} layers, "
@@ -188,6 +190,7 @@ class Pipeline:
                     kind=task.kind,
                     num_labels=task.num_labels,
                     trust_remote_code=spec.trust_remote_code,
+                    num_slots=task.num_slots,
                 )
             assert source is not None
             texts = _texts(dataset) if spec.vocabulary is not None or spec.static is not None else None

@@ -64,6 +64,10 @@ class Objective(nn.Module):
         self.teachers = nn.ModuleList(teachers or [])  # sharded runs only; never trained
         self.weights = weights
         self.student_needs = frozenset().union(*(m.student_needs() for m in methods))
+        # Each method's loss is logged under its name; a method listed twice (kd on two heads) under
+        # ``name[i]``, its place in the recipe's list, so neither term is dropped.
+        names = [m.registered_name for m in methods]
+        self.part_names = [n if names.count(n) == 1 else f"{n}[{i}]" for i, n in enumerate(names)]
 
     def train(self, mode: bool = True) -> Objective:
         super().train(mode)
@@ -82,7 +86,7 @@ class Objective(nn.Module):
             views = replace(views, candidates=self.student(batch.candidate_inputs, self.student_needs))
         second: dict[str, Views] = {}  # one extra student pass per kind of second view
         parts = {}
-        for m in self.methods:
+        for m, name in zip(self.methods, self.part_names, strict=True):
             teacher = teachers if m.multi_teacher else (teachers[m.teacher_index] if teachers else None)
             student_views = views
             if m.second_view is not None:
@@ -90,7 +94,7 @@ class Objective(nn.Module):
                     inputs = m.augment(batch.student_inputs, batch, self.student.tokenizer)
                     second[m.second_view] = self.student(inputs, self.student_needs)
                 student_views = replace(views, second=second[m.second_view])
-            parts[m.registered_name] = m(teacher, student_views, batch)
+            parts[name] = m(teacher, student_views, batch)
         weights = [value_at(w, batch.progress) for w in self.weights]
         total = sum(w * p for w, p in zip(weights, parts.values(), strict=True))
         if not torch.is_tensor(total) or not total.requires_grad:

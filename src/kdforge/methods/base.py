@@ -32,6 +32,7 @@ class ModelShape:
     embedding_size: int
     teacher_blocks: tuple[int, ...] | None = None  # for a student cut from the teacher
     output_size: int | None = None  # classes of a classifier, vocabulary of a language model
+    num_slots: int | None = None  # slot tags of a joint intent + slot model's second head (token_logits)
 
     @property
     def prediction_size(self) -> int | None:
@@ -47,6 +48,11 @@ class Pair:
     student: ModelShape
     same_tokenizer: bool
     teachers: tuple[ModelShape, ...] = ()
+
+
+#: ``Batch.extra`` key of the per-token targets of a joint model's second head (``token_logits``):
+#: ``[B, T]`` slot-tag ids at each word's first sub-token, ``-100`` elsewhere (tasks/intent_slots.py).
+TOKEN_LABELS = "token_labels"
 
 
 @dataclass

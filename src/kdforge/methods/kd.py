@@ -36,7 +36,9 @@ class KD(Method):
     (MLM: the masked positions, or ``positions: all``; token classification: the first sub-token of
     each word, the positions that are scored, or ``positions: all`` for every real sub-token; causal
     LM: the positions that predict a real token), for teacher and student predicting over the same
-    classes or vocabulary.
+    classes or vocabulary. ``view: token_logits`` distils the slot head of joint intent + slot models
+    (task ``intent_slots``) at the same positions as token classification; a second ``kd`` entry with
+    the default ``view: logits`` distils their intent head.
     """
 
     needs = frozenset({"logits"})
@@ -46,14 +48,21 @@ class KD(Method):
     class Args(MethodArgs):
         temperature: PositiveFloat | Schedule = 1.0
         positions: Literal["masked", "all"] = "masked"
+        view: Literal["logits", "token_logits"] = "logits"
 
     student_kind: str | None = None  # set by ``setup``: a causal LM compares next-token positions
 
+    def student_needs(self) -> frozenset[str]:
+        return frozenset({self.args.view})
+
+    def teacher_needs(self) -> frozenset[str]:
+        return self.student_needs()
+
     def setup(self, pair: Pair) -> None:
-        check_same_predictions(pair, "kd")
+        check_same_predictions(pair, "kd", self.args.view)
         self.student_kind = pair.student.kind
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
         temperature = value_at(self.args.temperature, batch.progress)
-        t, s = prediction_rows(teacher, student, batch, self.args.positions, "kd", self.student_kind)
+        t, s = prediction_rows(teacher, student, batch, self.args.positions, "kd", self.student_kind, self.args.view)
         return kd_loss(s, t, temperature)

@@ -73,6 +73,10 @@ def _has_head(config, kind: Kind) -> bool:
 
 def _kind_of(config) -> Kind:
     """The kind a folder's saved architecture implies."""
+    from kdforge.models.joint import MODEL_TYPE as JOINT
+
+    if getattr(config, "model_type", None) == JOINT:
+        return "joint"
     names = config.architectures or []
     if any(a.endswith("ForSequenceClassification") for a in names):
         return "classifier"
@@ -108,11 +112,14 @@ def load_model(
     kind: Kind | None = None,
     num_labels: int | None = None,
     trust_remote_code: bool = False,
+    num_slots: int | None = None,
 ) -> TextModel | OnnxTextModel:
     """Load ``source`` as a ``TextModel`` of the given kind (inferred when ``None``).
 
-    A folder that ``kdforge export --format onnx | onnx-int8`` wrote loads as an ``OnnxTextModel``
-    (inference only), so evaluation and benchmarks score the deployed graph itself.
+    ``num_labels`` sizes the label head put on a model without one (for a ``joint`` model, the intent
+    head; ``num_slots`` its slot head). A folder that ``kdforge export --format onnx | onnx-int8`` wrote
+    loads as an ``OnnxTextModel`` (inference only), so evaluation and benchmarks score the deployed
+    graph itself.
     """
     quiet_transformers()
     location = check_source(source)
@@ -125,12 +132,12 @@ def load_model(
 
     try:
         if path.is_dir() and (path / "modules.json").is_file():
-            return _load_sentence_transformer(path, kind, num_labels, trust_remote_code, source)
+            return _load_sentence_transformer(path, kind, num_labels, trust_remote_code, source, num_slots)
         if is_static_table(path):
             return load_static_table(path, kind, source)
         if path.exists() and not (path / "config.json").is_file():
             raise ModelError(f"{source}: folder has no config.json (not a Hugging Face or sentence-transformers model)")
-        return _load_hf(location, kind, num_labels, trust_remote_code, source)
+        return _load_hf(location, kind, num_labels, trust_remote_code, source, num_slots)
     except ModelError:
         raise
     except OSError as err:
@@ -147,9 +154,10 @@ def load_trainable(
     kind: Kind | None = None,
     num_labels: int | None = None,
     trust_remote_code: bool = False,
+    num_slots: int | None = None,
 ) -> TextModel:
     """``load_model`` for a teacher or a student to train, which must be a PyTorch model."""
-    model = load_model(source, kind, num_labels, trust_remote_code)
+    model = load_model(source, kind, num_labels, trust_remote_code, num_slots)
     if not isinstance(model, TextModel):
         raise ModelError(
             f"{source}: an exported ONNX graph runs inference only; to teach or train, use the PyTorch folder "
@@ -158,7 +166,9 @@ def load_trainable(
     return model
 
 
-def _load_hf(location: str, kind: Kind | None, num_labels: int | None, trust: bool, name: str) -> TextModel:
+def _load_hf(
+    location: str, kind: Kind | None, num_labels: int | None, trust: bool, name: str, slots: int | None = None
+) -> TextModel:
     from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(location, trust_remote_code=trust)
@@ -167,6 +177,8 @@ def _load_hf(location: str, kind: Kind | None, num_labels: int | None, trust: bo
     meta = _read_meta(Path(location)) if Path(location).is_dir() else {}
     if kind in LABEL_HEADS:
         hf = _load_classifier(location, config, num_labels, trust, name, kind)
+    elif kind == "joint":
+        hf = _load_joint(location, config, num_labels, slots, trust, name)
     else:
         hf = _auto_class(kind).from_pretrained(location, trust_remote_code=trust)
     _ensure_pad_token(tokenizer, hf)
@@ -199,8 +211,29 @@ def _load_classifier(location: str, config, num_labels: int | None, trust: bool,
     return auto.from_pretrained(location, num_labels=num_labels, trust_remote_code=trust)
 
 
+def _load_joint(location: str, config, intents: int | None, slots: int | None, trust: bool, name: str):
+    """A joint intent + slot model (models/joint.py): its saved heads, else fresh ones on the folder's encoder
+    (what a fine-tuning stage starts from; ``intents`` and ``slots`` size them)."""
+    from kdforge.models.joint import MODEL_TYPE, JointIntentSlotModel
+
+    if config.model_type == MODEL_TYPE:
+        if intents is not None and config.num_labels != intents:
+            raise ModelError(f"{name}: the joint model has {config.num_labels} intents but the task has {intents}")
+        if slots is not None and config.num_slots != slots:
+            raise ModelError(f"{name}: the joint model has {config.num_slots} slot tags but the task has {slots}")
+        return JointIntentSlotModel.from_pretrained(location)
+    if intents is None or slots is None:
+        raise ModelError(
+            f"{name}: not a joint intent + slot model; fine-tune one (a 'kind: finetune' stage of task intent_slots)"
+        )
+    from transformers import AutoModel
+
+    backbone = AutoModel.from_pretrained(location, trust_remote_code=trust)
+    return JointIntentSlotModel.from_backbone(backbone, intents, slots)
+
+
 def _load_sentence_transformer(
-    path: Path, kind: Kind | None, num_labels: int | None, trust: bool, name: str
+    path: Path, kind: Kind | None, num_labels: int | None, trust: bool, name: str, slots: int | None = None
 ) -> TextModel:
     from sentence_transformers import SentenceTransformer
 
@@ -229,6 +262,8 @@ def _load_sentence_transformer(
         sub = str(path / next(m.get("path", "") for m in modules if m["type"].endswith("Transformer")))
         if kind in LABEL_HEADS:
             hf = _load_classifier(sub, transformer.auto_model.config, num_labels, trust, name, kind)
+        elif kind == "joint":
+            hf = _load_joint(sub, transformer.auto_model.config, num_labels, slots, trust, name)
         else:  # a language-model head on the sentence encoder (new weights when it has none)
             hf = _auto_class(kind).from_pretrained(sub, trust_remote_code=trust)
     _ensure_pad_token(st.tokenizer, hf)

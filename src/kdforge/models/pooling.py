@@ -25,3 +25,12 @@ def pool(token_embeddings: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
         last = attention_mask.sum(dim=1).long() - 1
         return token_embeddings[torch.arange(token_embeddings.size(0)), last.clamp(min=0)]
     raise ValueError(f"unknown pooling mode {mode!r}; valid: {', '.join(POOLING_MODES)}")
+
+
+def attention_pool(tokens: Tensor, attention_mask: Tensor, scorer: torch.nn.Module) -> Tensor:
+    """``[B, T, H]`` to ``[B, H]``: a softmax over the real tokens of a learned score per token
+    (``scorer``: ``H -> 1``) weights their states (seq_flow_lite's ``AttentionPooling``, pQRNN's head)."""
+    scores = scorer(tokens).squeeze(-1).float()
+    scores = scores.masked_fill(attention_mask == 0, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1).to(tokens.dtype)
+    return (weights.unsqueeze(-1) * tokens).sum(dim=1)

@@ -17,7 +17,8 @@ statistics: a sentence gets the same output alone or in any batch); nothing is q
 
 The model is a plain Hugging Face ``PreTrainedModel`` registered with the ``Auto`` classes when
 this module is imported (``import kdforge`` does), so an exported folder loads with
-``AutoModelForSequenceClassification`` / ``AutoModelForTokenClassification`` and no remote code.
+``AutoModelForSequenceClassification`` / ``AutoModelForTokenClassification`` and no remote code
+(a joint intent + slot student, a ``JointIntentSlotModel`` around ``PQRNNModel``, with ``AutoModel``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput, TokenClassifierOutput
 
 from kdforge.errors import ModelError
+from kdforge.models.joint import JointConfig, JointIntentSlotModel
+from kdforge.models.pooling import attention_pool
 from kdforge.models.student import BuildReport
 from kdforge.models.text_model import TextModel
 from kdforge.recipe.schema import StudentSpec
@@ -340,11 +343,7 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         encoded = self.pqrnn(input_ids, attention_mask, output_hidden_states=output_hidden_states, return_dict=True)
-        tokens = encoded.last_hidden_state
-        scores = self.attention(tokens).squeeze(-1).float()
-        scores = scores.masked_fill(attention_mask == 0, torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores, dim=-1).to(tokens.dtype)
-        pooled = (weights.unsqueeze(-1) * tokens).sum(dim=1)
+        pooled = attention_pool(encoded.last_hidden_state, attention_mask, self.attention)
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:
@@ -402,13 +401,20 @@ _CLASSES: dict[str, type[PQRNNPreTrainedModel]] = {
 
 
 def parameter_count(
-    features: int, bottleneck: int, hidden: int, layers: int, kernel: int, labels: int, kind: str = "classifier"
+    features: int,
+    bottleneck: int,
+    hidden: int,
+    layers: int,
+    kernel: int,
+    labels: int,
+    kind: str = "classifier",
+    slots: int = 0,
 ) -> int:
     """Parameters of a pQRNN, without building it; the vocabulary size plays no part.
 
     ``(F + 3) B`` (bottleneck and its layer norm) ``+ sum_l 2 (k D_l + 1) 3 H`` (two directions of
     Z/F/O convolutions, ``D_0 = B``, ``D_l = 2 H``) ``+ (2 H + 1) C`` (the head) ``+ 2 H + 1`` (the
-    attention-pooling score, classifier only).
+    attention-pooling score, classifier and joint). A ``joint`` model adds a slot head, ``(2 H + 1) S``.
     """
     total = (features + 3) * bottleneck
     for layer in range(layers):
@@ -416,8 +422,10 @@ def parameter_count(
         total += 2 * (kernel * width + 1) * 3 * hidden
     if kind != "embedding":
         total += (2 * hidden + 1) * labels
-    if kind == "classifier":
+    if kind in ("classifier", "joint"):
         total += 2 * hidden + 1
+    if kind == "joint":
+        total += (2 * hidden + 1) * slots
     return total
 
 
@@ -438,11 +446,13 @@ def build_pqrnn(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Build
     """A fresh pQRNN student of ``teacher``'s kind, labels and tokenizer, shaped by ``spec.pqrnn``.
 
     Classifier teachers give an attention-pooling classifier, token classifiers a tagger, sentence
-    encoders an encoder whose token states the teacher's pooling turns into sentence embeddings.
+    encoders an encoder whose token states the teacher's pooling turns into sentence embeddings, joint
+    intent + slot models both heads on one encoder (models/joint.py: attention pooling for the intent,
+    the tagger's head for the slots).
     """
     p = spec.pqrnn
     assert p is not None
-    if teacher.kind not in _CLASSES:
+    if teacher.kind not in _CLASSES and teacher.kind != "joint":
         raise ModelError(
             f"student.pqrnn: a pQRNN student classifies sentences, tags tokens or embeds sentences, "
             f"but the teacher is a {teacher.kind} model; use a transformer student for language modelling"
@@ -453,7 +463,7 @@ def build_pqrnn(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Build
             "on the vocabulary); remove 'vocabulary'"
         )
     tokenizer = copy.deepcopy(teacher.tokenizer)
-    labelled = teacher.kind != "embedding"
+    labelled = teacher.kind in ("classifier", "token_classifier")
     source = teacher.hf.config
     config = PQRNNConfig(
         vocab_size=len(tokenizer),
@@ -470,7 +480,19 @@ def build_pqrnn(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Build
         **({"id2label": dict(source.id2label), "label2id": dict(source.label2id)} if labelled else {}),
     )
     torch.manual_seed(0)  # fresh tensors are the same on every run
-    hf = _CLASSES[teacher.kind](config).eval()
+    if teacher.kind == "joint":
+        joint = JointConfig(
+            backbone=config,
+            slot_labels=list(source.slot_labels),
+            intent_pooling="attention",
+            classifier_dropout=p.dropout,
+            id2label=dict(source.id2label),
+            label2id=dict(source.label2id),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        hf = JointIntentSlotModel(joint).eval()
+    else:
+        hf = _CLASSES[teacher.kind](config).eval()
     student = TextModel(
         hf,
         tokenizer,

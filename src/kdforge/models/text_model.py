@@ -21,14 +21,15 @@ from kdforge.models.views import ALL_VIEWS, Views
 if TYPE_CHECKING:
     from kdforge.models.placement import Placement
 
-Kind = Literal["embedding", "classifier", "token_classifier", "masked_lm", "causal_lm"]
+Kind = Literal["embedding", "classifier", "token_classifier", "masked_lm", "causal_lm", "joint"]
 #: Kinds whose HF model has a head producing ``logits`` (the rest output hidden states).
-HEADED = ("classifier", "token_classifier", "masked_lm", "causal_lm")
+HEADED = ("classifier", "token_classifier", "masked_lm", "causal_lm", "joint")
 #: Kinds whose logits are per token (``[B, T, C]``): they depend on the batch's padding, and
 #: comparing them needs teacher and student to tokenize alike.
 PER_TOKEN = ("token_classifier", "masked_lm", "causal_lm")
-#: Kinds with a label head (``num_labels`` classes, per sentence or per token).
-LABELLED = ("classifier", "token_classifier")
+#: Kinds with a label head (``num_labels`` classes, per sentence or per token). A ``joint`` model
+#: (models/joint.py) has two: intents as ``logits`` ``[B, C]``, slot tags as ``token_logits`` ``[B, T, S]``.
+LABELLED = ("classifier", "token_classifier", "joint")
 
 
 class TextModel(nn.Module):
@@ -37,7 +38,7 @@ class TextModel(nn.Module):
     ``kind="embedding"`` pools the last hidden state into a sentence embedding (normalized
     when the source model normalizes); ``classifier``, ``token_classifier``, ``masked_lm`` and
     ``causal_lm`` produce logits from the HF head (``[B, C]``, ``[B, T, C]`` over sub-tokens, or
-    ``[B, T, V]``).
+    ``[B, T, V]``); ``joint`` the intent logits ``[B, C]`` and the slot logits ``token_logits``.
     """
 
     def __init__(
@@ -87,6 +88,11 @@ class TextModel(nn.Module):
     def num_labels(self) -> int | None:
         return self.hf.config.num_labels if self.kind in LABELLED else None
 
+    @property
+    def num_slots(self) -> int | None:
+        """Slot tags of a joint model's second head (``token_logits``)."""
+        return self.hf.config.num_slots if self.kind == "joint" else None
+
     def num_parameters(self) -> int:
         if self.placement is not None:  # int8 packs the linear weights outside parameters(): count as loaded
             return self.placement.parameters
@@ -115,7 +121,8 @@ class TextModel(nn.Module):
     @property
     def views(self) -> frozenset[str]:
         """The views this model can give methods (a static-embedding model: its sentence embedding only)."""
-        return getattr(self.hf, "kdforge_views", ALL_VIEWS)
+        views = getattr(self.hf, "kdforge_views", ALL_VIEWS)
+        return views if self.kind == "joint" else views - {"token_logits"}
 
     def prepare_for(self, needs: frozenset[str]) -> None:
         """Refuse views the model cannot give; switch to eager attention when attention probabilities
@@ -152,6 +159,8 @@ class TextModel(nn.Module):
             views.queries, views.keys, views.values = (tuple(qkv[k]) for k in ("queries", "keys", "values"))
         if headed:
             views.logits = out.logits
+            if self.kind == "joint":
+                views.token_logits = out.slot_logits
             if "embedding" in needs:
                 views.embedding = self._sentence(out.hidden_states[-1], mask)
         else:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 #: View names a method may declare in ``Method.needs``.
 SEQUENCE_VIEWS = frozenset({"logits", "embedding"})
-TOKEN_VIEWS = frozenset({"hidden_states", "attentions", "qkv"})
+TOKEN_VIEWS = frozenset({"hidden_states", "attentions", "qkv", "token_logits"})
 ALL_VIEWS = SEQUENCE_VIEWS | TOKEN_VIEWS
 
 
@@ -29,6 +29,8 @@ class Views:
 
     attention_mask: Tensor
     logits: Tensor | None = None  # [B, C]
+    # A joint intent + slot model's second head (models/joint.py): slot logits per sub-token.
+    token_logits: Tensor | None = None  # [B, T, S]
     embedding: Tensor | None = None  # [B, D] sentence embedding, as the model outputs it
     hidden_states: tuple[Tensor, ...] | None = None  # L+1 x [B, T, H]
     attentions: tuple[Tensor, ...] | None = None  # L x [B, heads, T, T], probabilities

@@ -249,9 +249,12 @@ class DataSpec(Strict):
 
 
 class TaskSpec(Strict):
-    name: str = Field(description="sts | classification | token_classification | ranking | reranking | mlm | lm")
+    name: str = Field(
+        description="sts | classification | token_classification | intent_slots | ranking | reranking | mlm | lm"
+    )
     num_labels: PositiveInt | None = None
     labels: list[str] | None = None
+    slot_labels: list[str] | None = Field(None, description="intent_slots: the slot tags in id order (labels: intents)")
     metric: str | None = None
 
     @field_validator("name")
@@ -340,6 +343,8 @@ class TrainingSpec(Strict):
 
 #: The method a distill stage uses when it lists none (any other task: ``kd``).
 DEFAULT_DISTILL_METHOD = {"sts": "embedding_mse", "ranking": "margin_mse"}
+#: Tasks whose model has two heads: a default method is applied to each head's view.
+HEAD_VIEWS = {"intent_slots": ("logits", "token_logits")}
 
 
 class StageSpec(Strict):
@@ -386,12 +391,12 @@ class StageSpec(Strict):
                 raise ValueError("a finetune stage needs 'student.model' (the backbone to fine-tune)")
             if not self.methods:
                 # language-modelling tasks train on their own targets (masked or next tokens)
-                self.methods = [MethodSpec(name="mlm" if self.task.name in ("mlm", "lm") else "ce")]
+                self.methods = _per_head("mlm" if self.task.name in ("mlm", "lm") else "ce", self.task.name)
         else:
             if self.teacher is None:
                 raise ValueError("a distill stage needs a 'teacher'")
             if not self.methods:
-                self.methods = [MethodSpec(name=DEFAULT_DISTILL_METHOD.get(self.task.name, "kd"))]
+                self.methods = _per_head(DEFAULT_DISTILL_METHOD.get(self.task.name, "kd"), self.task.name)
         if not self.data.train:
             raise ValueError("data.train is empty: give at least one training source")
         for j, method in enumerate(self.methods):
@@ -401,6 +406,14 @@ class StageSpec(Strict):
                     f"{len(self.teachers)} teacher(s) (0-based)"
                 )
         return self
+
+
+def _per_head(method: str, task: str) -> list[MethodSpec]:
+    """The default ``method``, once per head of the task's model (intent_slots: ``ce`` on intents and slots)."""
+    views = HEAD_VIEWS.get(task)
+    if views is None:
+        return [MethodSpec(name=method)]
+    return [MethodSpec.model_validate({"name": method, "view": view}) for view in views]
 
 
 class OutputSpec(Strict):

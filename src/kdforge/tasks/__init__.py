@@ -2,6 +2,7 @@
 
 from kdforge.tasks import (  # noqa: F401  (register the built-in tasks)
     classification,
+    intent_slots,
     language_modeling,
     ranking,
     sts,

@@ -35,6 +35,11 @@ class Task(ABC):
     def num_labels(self) -> int | None:
         return None
 
+    @property
+    def num_slots(self) -> int | None:
+        """Slot tags of a joint model's second head (``intent_slots``); ``None`` for one-head tasks."""
+        return None
+
     @abstractmethod
     def train_dataset(self, sources: list[DataSource]) -> datasets.Dataset:
         """Columns ``text`` [, ``text_pair``, ``label``] and ``index`` (0..N-1)."""

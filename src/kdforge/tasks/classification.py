@@ -35,7 +35,9 @@ class Classification(Task):
             return len(self.label_names)
         return self.spec.num_labels
 
-    def _learn_labels(self, values: list[str]) -> None:
+    def learn_labels(self, values: list[str]) -> None:
+        """Name the labels from the training data's values (in the order the class docstring gives)
+        unless the task has names already."""
         if self.label_names is not None:
             return
         distinct = sorted(set(values))
@@ -68,7 +70,7 @@ class Classification(Task):
         for part, source in zip(parts, sources, strict=True):
             if "label" not in part.column_names:
                 raise DataError(f"{source.describe()}: classification training data needs a label column")
-        self._learn_labels([v for part in parts for v in part["label"] if v is not None])
+        self.learn_labels([v for part in parts for v in part["label"] if v is not None])
         pairs = {"text_pair" in p.column_names for p in parts}
         if len(pairs) > 1:
             raise DataError("training sources mix single sentences and sentence pairs")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import datasets
 import torch
 from torch import Tensor
@@ -10,6 +12,7 @@ from kdforge.errors import DataError, ModelError
 from kdforge.evaluate.metrics import span_metrics
 from kdforge.methods.base import Batch
 from kdforge.models.text_model import TextModel
+from kdforge.models.views import Views
 from kdforge.recipe.schema import DataSource, TaskSpec
 from kdforge.tasks.base import Task, register_task
 from kdforge.tasks.data import read_rows
@@ -57,31 +60,49 @@ def align_labels(starts: Tensor, tags: list[list[int]]) -> Tensor:
 
 
 @torch.inference_mode()
-def predict_tags(model: TextModel, words: list[list[str]], names: list[str], batch_size: int = 64) -> list[list[str]]:
-    """Each word's predicted tag, read at the word's first sub-token (a word without one gets ``O``)."""
+def word_passes(
+    model: TextModel, words: list[list[str]], needs: frozenset[str], batch_size: int = 64
+) -> Iterator[tuple[list[int], Tensor, Views]]:
+    """``model`` in eval mode over sentences given as words, in batches of similar length: each batch's
+    sentence numbers, word starts (``encode_words``) and views (``needs``)."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(words)), key=lambda i: -len(words[i]))  # similar lengths: less padding
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            inputs, starts = encode_words(model.tokenizer, [words[i] for i in chunk], model.max_length)
+            inputs = {k: v.to(model.device) for k, v in inputs.items()}
+            yield chunk, starts, model(inputs, needs)
+    finally:
+        model.train(was_training)
+
+
+def word_tags(predicted: Tensor, starts: Tensor, count: int, names: list[str]) -> list[str]:
+    """One sentence's tags from its per-sub-token tag ids ``[T]``, read at each word's first sub-token
+    (a word without one, cut off by ``max_length``, gets ``O``)."""
+    tags = [OUTSIDE] * count
+    for position in (starts >= 0).nonzero().flatten().tolist():
+        tags[int(starts[position])] = names[int(predicted[position])]
+    return tags
+
+
+def predict_tags(model: TextModel, words: list[list[str]], names: list[str], batch_size: int = 64) -> list[list[str]]:
+    """Each word's predicted tag, read at the word's first sub-token (a word without one gets ``O``)."""
     out: list[list[str]] = [[] for _ in words]
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        inputs, starts = encode_words(model.tokenizer, [words[i] for i in chunk], model.max_length)
-        inputs = {k: v.to(model.device) for k, v in inputs.items()}
-        predicted = model(inputs, frozenset({"logits"})).logits.argmax(-1).cpu()
+    for chunk, starts, views in word_passes(model, words, frozenset({"logits"}), batch_size):
+        predicted = views.logits.argmax(-1).cpu()
         for row, i in enumerate(chunk):
-            tags = [OUTSIDE] * len(words[i])
-            for position in (starts[row] >= 0).nonzero().flatten().tolist():
-                tags[int(starts[row, position])] = names[int(predicted[row, position])]
-            out[i] = tags
-    model.train(was_training)
+            out[i] = word_tags(predicted[row], starts[row], len(words[i]), names)
     return out
 
 
 def tagged_rows(source: DataSource, split: str) -> tuple[list[dict], str]:
-    """Rows of ``text``, ``words`` and, where the source has them, ``tags`` (one per word).
+    """Rows of ``text``, ``words`` and, where the source has them, ``tags`` (one per word) and ``label``
+    (the sentence's intent, which joint intent + slot models learn).
 
-    Sources: the ATIS/SNIPS layout (``seq.in`` / ``seq.out``), or JSONL with ``words`` (or
-    ``tokens``) and ``tags`` lists.
+    Sources: the ATIS/SNIPS layout (``seq.in`` / ``seq.out`` / ``label``), or JSONL with ``words``
+    (or ``tokens``) and ``tags`` lists, and ``label`` (or ``intent``).
     """
     rows, where = read_rows(source, split)
     out = []
@@ -99,6 +120,9 @@ def tagged_rows(source: DataSource, split: str) -> tuple[list[dict], str]:
                 count = len(tags) if isinstance(tags, list) else "no list of"
                 raise DataError(f"{where}: row {number}: {count} tags for {len(words)} words")
             item["tags"] = [str(t) for t in tags]
+        intent = row.get("label", row.get("intent"))
+        if intent not in (None, ""):
+            item["label"] = str(intent)
         out.append(item)
     return out, where
 
@@ -110,7 +134,8 @@ def model_tags(model: TextModel) -> list[str] | None:
     return None if names == [f"LABEL_{i}" for i in range(len(names))] else names
 
 
-def _preview(names: list[str], shown: int = 8) -> str:
+def preview(names: list[str], shown: int = 8) -> str:
+    """The first ``shown`` names, and how many there are in all when there are more (for one-line errors)."""
     listed = ", ".join(names[:shown])
     return listed if len(names) <= shown else f"{listed}, ... ({len(names)} in all)"
 
@@ -150,32 +175,43 @@ class TokenClassification(Task):
         if self.spec.num_labels and len(self.label_names) != self.spec.num_labels:
             raise DataError(
                 f"task.num_labels is {self.spec.num_labels} but the training data has "
-                f"{len(self.label_names)} tags ({_preview(self.label_names)})"
+                f"{len(self.label_names)} tags ({preview(self.label_names)})"
             )
 
-    def train_dataset(self, sources: list[DataSource]) -> datasets.Dataset:
-        parts = [tagged_rows(source, "train") for source in sources]
+    def tag_ids(self, parts: list[tuple[list[dict], str]]) -> list[list[int]]:
+        """The tag ids of every row of ``tagged_rows`` results, in order; learns the tag names first
+        when the task has none. A row without tags, or with a tag outside the names, is an error."""
         for rows, where in parts:
             untagged = next((n for n, row in enumerate(rows, 1) if "tags" not in row), None)
             if untagged is not None:
-                raise DataError(f"{where}: row {untagged} has no tags (seq.out); token classification trains on tags")
+                raise DataError(f"{where}: row {untagged} has no tags (seq.out); the task trains on tags")
         self._learn_labels({tag for rows, _ in parts for row in rows for tag in row["tags"]})
         assert self.label_names is not None
         lookup = {name: i for i, name in enumerate(self.label_names)}
-        columns: dict[str, list] = {"text": [], "words": [], "tags": []}
+        ids = []
         for rows, where in parts:
             for number, row in enumerate(rows, 1):
                 unknown = next((tag for tag in row["tags"] if tag not in lookup), None)
                 if unknown is not None:
                     raise DataError(
                         f"{where}: row {number}: tag {unknown!r} is not one of the task's tags "
-                        f"({_preview(self.label_names)})"
+                        f"({preview(self.label_names)})"
                     )
-                columns["text"].append(row["text"])
-                columns["words"].append(row["words"])
-                columns["tags"].append([lookup[tag] for tag in row["tags"]])
-        columns["index"] = list(range(len(columns["text"])))
-        return datasets.Dataset.from_dict(columns)
+                ids.append([lookup[tag] for tag in row["tags"]])
+        return ids
+
+    def train_dataset(self, sources: list[DataSource]) -> datasets.Dataset:
+        parts = [tagged_rows(source, "train") for source in sources]
+        tags = self.tag_ids(parts)
+        rows = [row for part, _ in parts for row in part]
+        return datasets.Dataset.from_dict(
+            {
+                "text": [row["text"] for row in rows],
+                "words": [row["words"] for row in rows],
+                "tags": tags,
+                "index": list(range(len(rows))),
+            }
+        )
 
     def has_targets(self, ds: datasets.Dataset) -> bool:
         return "tags" in ds.column_names
@@ -228,8 +264,8 @@ class TokenClassification(Task):
             self.label_names = tags
         elif self.label_names != tags:
             raise ModelError(
-                f"teacher {name!r} predicts the tags {_preview(tags)}, but the task's are "
-                f"{_preview(self.label_names)}; give task.labels in the teacher's order (or leave them out)"
+                f"teacher {name!r} predicts the tags {preview(tags)}, but the task's are "
+                f"{preview(self.label_names)}; give task.labels in the teacher's order (or leave them out)"
             )
 
     def configure(self, model: TextModel) -> None:
