@@ -82,3 +82,27 @@ def span_metrics(predicted: list[list[str]], gold: list[list[str]]) -> dict[str,
         "recall": float(seqeval.recall_score(gold, predicted, zero_division=0) * 100),
         "accuracy": float(seqeval.accuracy_score(gold, predicted) * 100),
     }
+
+
+def joint_metrics(
+    predicted_intents: list[str],
+    gold_intents: list[str],
+    predicted_tags: list[list[str]],
+    gold_tags: list[list[str]],
+) -> dict[str, float]:
+    """Joint intent detection and slot filling, x100, as the joint-NLU literature reports it (Goo et al.
+    2018; Chen et al., arXiv 1902.10909, Table 2): intent accuracy, slot span F1 (with precision,
+    recall and per-word accuracy, ``span_metrics``), and exact match, the share of sentences whose
+    intent and every tag are right (their "sentence accuracy", a.k.a. semantic-frame accuracy).
+    """
+    intent_right = [p == g for p, g in zip(predicted_intents, gold_intents, strict=True)]
+    exact = [i and p == g for i, p, g in zip(intent_right, predicted_tags, gold_tags, strict=True)]
+    slots = span_metrics(predicted_tags, gold_tags)
+    return {
+        "intent_accuracy": float(np.mean(intent_right) * 100),
+        "slot_f1": slots["f1"],
+        "slot_precision": slots["precision"],
+        "slot_recall": slots["recall"],
+        "slot_accuracy": slots["accuracy"],
+        "exact_match": float(np.mean(exact) * 100),
+    }
