@@ -95,7 +95,7 @@ def test_each_export_reloads_with_the_same_embeddings(teacher, tmp_path, fmt):
 def test_short_distillation_brings_the_student_closer(embedding_teacher_dir, data_dir, tmp_path):
     raw = sts_recipe(embedding_teacher_dir, data_dir, max_steps=40, lr=0.05, weight_decay=0.0)
     raw["student"] = {"static": {"dims": 16}}
-    raw["methods"] = [{"name": "embedding_mse"}]
+    raw["methods"] = [{"name": "cosine", "on": "embedding"}]  # as recipes/sts-static.yaml
     recipe = validate_recipe(raw)
     teacher = load_model(str(embedding_teacher_dir))
     texts = sentences(48, seed=1)
@@ -104,6 +104,22 @@ def test_short_distillation_brings_the_student_closer(embedding_teacher_dir, dat
     after = load_model(result["exports"]["sentence-transformers"])
     t = teacher.encode(texts)
     assert similarity_fidelity(t, after.encode(texts)) > similarity_fidelity(t, before.encode(texts))
+
+
+def test_compressed_vocabulary_keeps_the_frequent_rows(embedding_teacher_dir, teacher, data_dir, tmp_path):
+    """``student.vocabulary`` drops rare tokens from the table and the tokenizer; training and export follow."""
+    spec = StudentSpec.model_validate({"static": {"dims": 16}, "vocabulary": 0.5})
+    student, report = build_student(teacher, spec, TEXTS)
+    size = len(teacher.tokenizer)
+    assert report.vocabulary == (size // 2, size) and student.num_parameters() == size // 2 * 16
+    kept = [w for w in student.tokenizer.get_vocab() if w not in student.tokenizer.all_special_tokens]
+    assert student.tokenizer.tokenize(" ".join(kept)) == teacher.tokenizer.tokenize(" ".join(kept))
+    raw = sts_recipe(embedding_teacher_dir, data_dir, max_steps=4, lr=0.05, weight_decay=0.0)
+    raw["student"] = {"static": {"dims": 16}, "vocabulary": 0.5}
+    raw["methods"] = [{"name": "cosine", "on": "embedding"}]
+    result = kdforge.run(validate_recipe(raw), tmp_path / "run", show=False)
+    trained = load_model(result["exports"]["sentence-transformers"])
+    assert trained.num_parameters() == size // 2 * 16 and not trained.special_tokens
 
 
 def test_bad_specs_are_refused_clearly(teacher, classifier_teacher_dir):

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from kdforge.errors import ModelError
 from kdforge.export.hf import write_meta
-from kdforge.models.static import StaticEmbeddingModel, TABLE_CONFIG, TABLE_WEIGHTS, TABLE_KEY
+from kdforge.models.static import TABLE_CONFIG, TABLE_KEY, TABLE_WEIGHTS, StaticEmbeddingModel
 from kdforge.models.text_model import TextModel
 
 

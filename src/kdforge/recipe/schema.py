@@ -125,15 +125,17 @@ class PQRNNSpec(Strict):
 
 
 class StaticSpec(Strict):
-    """A static-embedding student: one vector per token, weighted mean pooling.
+    """A static-embedding student (kdforge/models/static.py): one vector per token, weighted mean pooling.
 
     ``init: teacher`` is the Model2Vec recipe (data-free): every vocabulary token embedded by
-    the teacher, reduced to ``dims`` by PCA, scaled by a SIF weight ``sif / (sif + p(token))``.
+    the teacher, reduced to ``dims`` by PCA, scaled by a SIF weight ``sif / (sif + p(token))``
+    with ``p`` from the training text's token frequencies. ``init: random``: random vectors
+    (any ``dims``), SIF-scaled alike. ``student.vocabulary`` keeps only the frequent tokens.
     """
 
-    dims: PositiveInt = 256
+    dims: PositiveInt = Field(256, description="width of the token vectors; teacher init: at most the teacher's")
     init: Literal["teacher", "random"] = "teacher"
-    sif: float = Field(1e-3, ge=0, description="SIF coefficient; 0 turns the token weighting off")
+    sif: float = Field(1e-4, ge=0, lt=1, description="SIF coefficient a (Model2Vec's default); 0: no weighting")
 
 
 class StudentSpec(Strict):
