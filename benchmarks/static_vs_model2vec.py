@@ -150,7 +150,7 @@ def main() -> None:
     kd, mv = scores["kdforge"]["test"], scores["model2vec"]["test"]
     speedups = {count: per_second[count]["kdforge"] / per_second[count]["teacher"] for count in threads}
     met = kd >= 76 and min(speedups.values()) >= 50 and parameters["kdforge"] <= 8_000_000
-    at = ", ".join(f"{speedups[count]:.0f}x with {count} thread{'s' if count > 1 else ''}" for count in threads)
+    at = " and ".join(f"{speedups[count]:.0f}x ({count} thread{'s' if count > 1 else ''})" for count in threads)
     body = f"""## STS-B: static-embedding student vs Model2Vec, both from all-MiniLM-L6-v2 (issue: static embeddings)
 
 Command: `{command()}` (recipe `recipes/sts-static.yaml`), on {machine()}.

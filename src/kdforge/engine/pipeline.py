@@ -95,7 +95,7 @@ def _check_attention(method: Method, pair: Pair, where: str) -> None:
     for role, model, needs in read:
         if model.num_heads == 0 and needs & {"attentions", "qkv"}:
             raise IncompatibleError(
-                f"{where}: reads attention maps, but the {role} has no attention (a pQRNN); "
+                f"{where}: reads attention maps, but the {role} has no attention (a pQRNN or static-embedding model); "
                 "use methods on logits or hidden states"
             )
 
