@@ -11,7 +11,7 @@ It is for inference only: it cannot teach or be trained.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from kdforge.errors import ModelError
 from kdforge.models.loading import META_FILE
-from kdforge.models.text_model import Kind
+from kdforge.models.text_model import Kind, in_length_order
 
 ONNX_FILE = "model.onnx"
 #: The kinds whose result the exported graph outputs in one call, and that output's name.
@@ -140,23 +140,6 @@ class OnnxTextModel:
         if self.kind != "classifier":
             raise ModelError(f"{self.name}: the ONNX graph is of kind {self.kind}: it outputs embeddings, not logits")
         return self._batched(texts, pairs, batch_size)
-
-
-def in_length_order(
-    texts: Sequence[str],
-    pairs: Sequence[str] | None,
-    batch_size: int,
-    run: Callable[[list[str], list[str] | None], Tensor],
-) -> Tensor:
-    """``run`` over batches of similar length (longest first), rows returned in input order."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]) - (len(pairs[i]) if pairs else 0))
-    outputs: list[Tensor] = [None] * len(texts)  # type: ignore[list-item]
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        result = run([texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None)
-        for row, i in enumerate(idx):
-            outputs[i] = result[row].float()
-    return torch.stack(outputs) if outputs else torch.empty(0)
 
 
 def load_onnx(path: Path, kind: Kind | None, num_labels: int | None, name: str) -> OnnxTextModel:

@@ -7,7 +7,7 @@ teacher, and students export with plain ``save_pretrained``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -176,19 +176,15 @@ class TextModel(nn.Module):
     def _batched(self, texts: Sequence[str], pairs: Sequence[str] | None, batch_size: int, view: str) -> Tensor:
         was_training = self.training
         self.eval()
-        # Sorting by length keeps padding (and wasted compute) low; the order is restored.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]) - (len(pairs[i]) if pairs else 0))
-        outputs: list[Tensor] = [None] * len(texts)  # type: ignore[list-item]
         device = self.device
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            inputs = self.tokenize([texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None)
-            inputs = {k: v.to(device) for k, v in inputs.items()}
-            result = getattr(self.forward(inputs, frozenset({view})), view).float().cpu()
-            for row, i in enumerate(idx):
-                outputs[i] = result[row]
+
+        def run(a: list[str], b: list[str] | None) -> Tensor:
+            inputs = {k: v.to(device) for k, v in self.tokenize(a, b).items()}
+            return getattr(self.forward(inputs, frozenset({view})), view).cpu()
+
+        outputs = in_length_order(texts, pairs, batch_size, run)
         self.train(was_training)
-        return torch.stack(outputs) if outputs else torch.empty(0)
+        return outputs
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
         """Sentence embeddings ``[N, D]`` in input order."""
@@ -197,3 +193,20 @@ class TextModel(nn.Module):
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64) -> Tensor:
         """Classifier logits ``[N, C]`` in input order."""
         return self._batched(texts, pairs, batch_size, "logits")
+
+
+def in_length_order(
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    batch_size: int,
+    run: Callable[[list[str], list[str] | None], Tensor],
+) -> Tensor:
+    """``run`` over batches of similar length (longest first), rows returned in input order."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]) - (len(pairs[i]) if pairs else 0))
+    outputs: list[Tensor] = [None] * len(texts)  # type: ignore[list-item]
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        result = run([texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None)
+        for row, i in enumerate(idx):
+            outputs[i] = result[row].float()
+    return torch.stack(outputs) if outputs else torch.empty(0)
