@@ -32,6 +32,7 @@ from kdforge.models.text_model import TextModel
 from kdforge.models.vocabulary import vocabulary_map
 from kdforge.recipe.schema import STAGE_PREFIX, DataSource, Recipe, StageSpec
 from kdforge.schedules import Schedule
+from kdforge.store.samples import SampleStore, is_sample_store, open_samples
 from kdforge.tasks import TASKS, Task
 
 console = Console(stderr=True)
@@ -139,6 +140,15 @@ class Pipeline:
             return str(self.outputs[name[len(STAGE_PREFIX) :]])
         return name
 
+    def train_sources(self, stage: StageSpec) -> list[DataSource]:
+        """The stage's training sources, ``stage:NAME`` replaced by that knowledge stage's sample store."""
+        return [
+            s.model_copy(update={"path": self._model_source(s.path)})
+            if s.path and s.path.startswith(STAGE_PREFIX)
+            else s
+            for s in stage.data.train
+        ]
+
     def _load_teachers(self, stage: StageSpec, task: Task) -> list[TextModel]:
         teachers = []
         expected = task.teacher_kind or task.kind
@@ -203,7 +213,13 @@ class Pipeline:
         return student
 
     def _methods(
-        self, stage: StageSpec, index: int, teachers: list[TextModel], student: TextModel, has_labels: bool
+        self,
+        stage: StageSpec,
+        index: int,
+        teachers: list[TextModel],
+        student: TextModel,
+        has_labels: bool,
+        sources: list[DataSource],
     ) -> list[Method]:
         shapes = tuple(shape(t, student) for t in teachers)
         student_shape = shape(student)
@@ -225,6 +241,8 @@ class Pipeline:
             _check_attention(method, pair, where)
             try:
                 method.setup(pair)
+                if getattr(method, "uses_sample_store", False):
+                    method.attach_store(_sample_store(sources), student.num_labels)
             except IncompatibleError as err:
                 raise IncompatibleError(f"{where}: {err}") from None
             methods.append(method)
@@ -245,9 +263,10 @@ class Pipeline:
     ) -> tuple[TextModel, TrainResult]:
         """Build stage ``index``'s student and methods and train it (or only build its stores)."""
         stage = self.recipe.stages[index]
-        dataset = task.train_dataset(stage.data.train)
+        sources = self.train_sources(stage)
+        dataset = task.train_dataset(sources)
         student = self._load_student(stage, task, teachers[0] if teachers else None, dataset)
-        methods = self._methods(stage, index, teachers, student, task.has_targets(dataset))
+        methods = self._methods(stage, index, teachers, student, task.has_targets(dataset), sources)
         if not store_only:
             names = ", ".join(f"{m.name} x{_weight(m.weight)}" for m in stage.methods)
             log(f"stage [bold]{stage.name}[/] ({stage.kind}): {len(dataset):,} training examples; methods: {names}")
@@ -283,6 +302,41 @@ class Pipeline:
         _, result = self._train(index, task, self._load_teachers(stage, task), store_only=True)
         return result.stores
 
+    def run_knowledge(self, index: int) -> dict:
+        """A ``kind: knowledge`` stage: the teacher fills a sample store (kdforge/knowledge); returns its summary."""
+        from kdforge.knowledge.stage import build_knowledge
+
+        stage = self.recipe.stages[index]
+        folder = self.out / "stages" / stage.name
+        done = folder / "done.json"
+        if self.finished(index):
+            log(f"stage [bold]{stage.name}[/] already finished; reusing its sample store {folder / 'store'}")
+            self.outputs[stage.name] = folder / "store"
+            return json.loads(done.read_text())["knowledge"]
+        task = TASKS.get(stage.task.name)(stage.task)
+        if stage.knowledge is not None and stage.knowledge.source == "generative":
+            spec = stage.teachers[0]
+            teachers = [
+                load_trainable(
+                    self._model_source(spec.model), kind="causal_lm", trust_remote_code=spec.trust_remote_code
+                )
+            ]
+        else:
+            teachers = self._load_teachers(stage, task)
+        dataset = task.train_dataset(self.train_sources(stage))
+        assert stage.knowledge is not None and getattr(task, "label_names", None) is not None
+        seed = stage.training.seed if stage.training.seed is not None else self.recipe.seed
+        log(f"stage [bold]{stage.name}[/] (knowledge, {stage.knowledge.source}): {len(dataset):,} training examples")
+        _, summary = build_knowledge(stage.knowledge, teachers[0], dataset, task.label_names, folder / "store", seed)
+        log(
+            f"sample store {folder / 'store'}: {summary['samples']:,} samples, {summary['store_megabytes']:.1f} MB; "
+            f"the teacher agrees with the intended label on {summary['teacher_agrees_with_intended_label']:.1f}%"
+        )
+        if process_state().is_main_process:
+            done.write_text(json.dumps({"fingerprint": stage_fingerprint(self.recipe, index), "knowledge": summary}))
+        self.outputs[stage.name] = folder / "store"
+        return summary
+
     def run_stage(self, index: int) -> StageOutcome:
         stage = self.recipe.stages[index]
         folder = self.out / "stages" / stage.name
@@ -307,6 +361,8 @@ class Pipeline:
             f"final loss {result.final_loss:.4g}"
         )
         state = process_state()
+        if student.retrieval is not None:  # a RetriKT student: keys of its final weights
+            student.retrieval.refresh(student)
         if state.is_main_process:  # under accelerate launch, one process writes
             save_hf(student, model_dir)
             training = asdict(result) | {"losses": None}
@@ -336,7 +392,7 @@ class Pipeline:
                 metrics[name][split] = task.evaluate(model, ds, source.describe())
         results: dict = {"metrics": metrics, "primary_metric": task.primary_metric}
         if not texts:
-            texts = list(task.train_dataset(stage.data.train)["text"][:AGREEMENT_SENTENCES])
+            texts = list(task.train_dataset(self.train_sources(stage))["text"][:AGREEMENT_SENTENCES])
         if teacher is not None:
             own = task.agreement(teacher, student, compared)
             results["agreement"] = own if own is not None else agreement(teacher, student, texts[:AGREEMENT_SENTENCES])
@@ -356,6 +412,17 @@ class Pipeline:
             if t and s is not None:
                 results.setdefault("retained_percent", {})[split] = s / t * 100
         return results
+
+
+def _sample_store(sources: list[DataSource]) -> SampleStore:
+    """The one sample store a retrieving method trains on (its rows are the training rows, in order)."""
+    stores = [s for s in sources if s.path and is_sample_store(s.path)]
+    if len(sources) != 1 or not stores:
+        raise IncompatibleError(
+            "trains on a sample store and retrieves from it: data.train must be exactly one, stage:NAME of a "
+            "'kind: knowledge' stage (or such a store's folder)"
+        )
+    return open_samples(stores[0].path)
 
 
 def _texts(dataset: datasets.Dataset) -> list[str]:
@@ -395,6 +462,10 @@ def run(recipe: Recipe, out: str | Path | None = None, show: bool = True) -> dic
     outcome = None
     main = process_state().is_main_process
     for index, stage in enumerate(recipe.stages):
+        if stage.kind == "knowledge":  # writes a sample store, not a model
+            summary = pipeline.run_knowledge(index)
+            stages.append({"name": stage.name, "kind": stage.kind, **summary})
+            continue
         outcome = pipeline.run_stage(index)
         if not main:  # other processes only train; the main one evaluates and exports
             continue
@@ -406,7 +477,11 @@ def run(recipe: Recipe, out: str | Path | None = None, show: bool = True) -> dic
         stages.append(entry)
     if not main:
         return {}
-    assert outcome is not None
+    if outcome is None:  # only knowledge stages: their sample stores are the output
+        results = {"recipe": recipe.name, "output": str(out), "stages": stages}
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        log(f"results in {out / 'results.json'}")
+        return results
     results = {
         "recipe": recipe.name,
         "output": str(out),
@@ -439,7 +514,8 @@ def build_stores(recipe: Recipe, out: str | Path | None = None) -> list[str]:
         if any(t.mode == "cached" for t in stage.teachers):
             stores += pipeline.build_stores(index)
         if pipeline.finished(index):
-            pipeline.outputs[stage.name] = out / "stages" / stage.name / "model"
+            made = "store" if stage.kind == "knowledge" else "model"
+            pipeline.outputs[stage.name] = out / "stages" / stage.name / made
     return stores
 
 

@@ -182,7 +182,7 @@ def _load_hf(
     else:
         hf = _auto_class(kind).from_pretrained(location, trust_remote_code=trust)
     _ensure_pad_token(tokenizer, hf)
-    return TextModel(
+    model = TextModel(
         hf,
         tokenizer,
         kind,
@@ -193,6 +193,11 @@ def _load_hf(
         teacher_blocks=meta.get("teacher_blocks"),
         special_tokens=meta.get("special_tokens", True),
     )
+    from kdforge.models.retrieval import FOLDER, RetrievalHead, has_retrieval
+
+    if Path(location).is_dir() and has_retrieval(location) and kind == "classifier":
+        model.retrieval = RetrievalHead.load(Path(location) / FOLDER)  # a RetriKT student searches its store
+    return model
 
 
 def _load_classifier(location: str, config, num_labels: int | None, trust: bool, name: str, kind: Kind = "classifier"):

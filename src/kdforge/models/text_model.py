@@ -20,6 +20,7 @@ from kdforge.models.views import ALL_VIEWS, Views
 
 if TYPE_CHECKING:
     from kdforge.models.placement import Placement
+    from kdforge.models.retrieval import RetrievalHead
 
 Kind = Literal["embedding", "classifier", "token_classifier", "masked_lm", "causal_lm", "joint"]
 #: Kinds whose HF model has a head producing ``logits`` (the rest output hidden states).
@@ -66,6 +67,8 @@ class TextModel(nn.Module):
         # False: texts are tokenized without [CLS]/[SEP] (static-embedding students average words only).
         self.special_tokens = special_tokens
         self.placement: Placement | None = None  # a teacher's dtype and device (kdforge.models.placement)
+        # A RetriKT student's search over its teacher's samples (kdforge.models.retrieval); predict() mixes it in.
+        self.retrieval: RetrievalHead | None = None
 
     # ----- shape of the model -------------------------------------------------------------
     @property
@@ -180,19 +183,23 @@ class TextModel(nn.Module):
 
         def run(a: list[str], b: list[str] | None) -> Tensor:
             inputs = {k: v.to(device) for k, v in self.tokenize(a, b).items()}
+            if view == "retrieved":  # the mixture of a retrieving student (kdforge.models.retrieval)
+                views = self.forward(inputs, frozenset({"logits", "embedding"}))
+                return self.retrieval.log_probs(views.logits, views.embedding).cpu()
             return getattr(self.forward(inputs, frozenset({view})), view).cpu()
 
         outputs = in_length_order(texts, pairs, batch_size, run)
         self.train(was_training)
         return outputs
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
-        """Sentence embeddings ``[N, D]`` in input order."""
-        return self._batched(texts, None, batch_size, "embedding")
+    def encode(self, texts: Sequence[str], batch_size: int = 64, pairs: Sequence[str] | None = None) -> Tensor:
+        """Sentence (or sentence-pair) embeddings ``[N, D]`` in input order."""
+        return self._batched(texts, pairs, batch_size, "embedding")
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64) -> Tensor:
-        """Classifier logits ``[N, C]`` in input order."""
-        return self._batched(texts, pairs, batch_size, "logits")
+        """Classifier logits ``[N, C]`` in input order; a retrieving student's are the log-probabilities of
+        its mixture with what it retrieves."""
+        return self._batched(texts, pairs, batch_size, "logits" if self.retrieval is None else "retrieved")
 
 
 def in_length_order(

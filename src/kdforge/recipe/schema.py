@@ -26,7 +26,7 @@ from pydantic import (
 
 from kdforge.schedules import Schedulable
 
-STAGE_KEYS = ("kind", "teacher", "teachers", "student", "task", "data", "methods", "training", "export")
+STAGE_KEYS = ("kind", "teacher", "teachers", "student", "task", "data", "methods", "training", "export", "knowledge")
 STAGE_PREFIX = "stage:"
 TEACHER_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -203,14 +203,16 @@ class DataSource(Strict):
     Columns are found by name (``sentence``, ``sentence1``/``sentence2``, ``premise``/
     ``hypothesis``, ``label``, ``score`` ...) unless ``text``, ``text_pair``, ``label`` or
     ``score`` name them. ``format: auto`` picks the layout from the file; ``atis`` is a folder of
-    line-aligned ``seq.in`` / ``seq.out`` / ``label`` files per split (ATIS, SNIPS).
+    line-aligned ``seq.in`` / ``seq.out`` / ``label`` files per split (ATIS, SNIPS); ``copa`` reads COPA
+    (its XML or SuperGLUE JSONL) as premise + question vs. the two alternatives (tasks/data.py);
+    ``stage:NAME`` as the path trains on the sample store of a ``kind: knowledge`` stage.
     """
 
     path: str | None = None
     hub: str | None = None
     subset: str | None = None
     split: str | None = None
-    format: Literal["auto", "stsb", "tsv", "csv", "jsonl", "text", "atis"] = "auto"
+    format: Literal["auto", "stsb", "tsv", "csv", "jsonl", "text", "atis", "copa"] = "auto"
     text: str | None = None
     text_pair: str | None = None
     label: str | None = None
@@ -231,8 +233,8 @@ class DataSource(Strict):
     @field_validator("path")
     @classmethod
     def _exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
+        if value is None or value.startswith(STAGE_PREFIX):  # stage:NAME: a knowledge stage's sample store
+            return value
         return str(resolve_path(value, (info.context or {}).get("base")))
 
     def describe(self) -> str:
@@ -343,6 +345,30 @@ class TrainingSpec(Strict):
     )
 
 
+class KnowledgeSpec(Strict):
+    """What a ``kind: knowledge`` stage writes into its sample store (RetriKT, arXiv 2310.15594).
+
+    ``source: encoder``: the teacher (a classifier) labels every training example and ``copies``
+    perturbed copies of it (``augment``: word replacement / character distortion). ``source:
+    generative``: the teacher is a causal LM; soft prompts are tuned on the labelled examples
+    (step 1), refined with PPO (step 2), then ``per_label`` samples per label are generated and
+    labelled by the teacher itself (``label_words`` verbalize the labels).
+    """
+
+    source: Literal["encoder", "generative"] = "encoder"
+    copies: PositiveInt = Field(10, description="encoder: perturbed copies of each training example")
+    augment: AugmentSpec = Field(
+        default_factory=lambda: AugmentSpec(share=1.0, probability=0.3),
+        description="encoder: how copies are perturbed (share is ignored: every copy is perturbed)",
+    )
+    label_words: list[str] | None = Field(None, description="generative: one word per label, in label order")
+    per_label: PositiveInt = Field(200, description="generative: samples generated for each label")
+    prompt_tokens: PositiveInt = Field(8, description="generative: soft prompt length")
+    prompt_epochs: PositiveInt = Field(5, description="generative: epochs of soft-prompt tuning (step 1)")
+    ppo_steps: int = Field(20, ge=0, description="generative: PPO steps on the prompt (step 2); 0 skips it")
+    max_new_tokens: PositiveInt = Field(32, description="generative: longest sample")
+
+
 #: The method a distill stage uses when it lists none (any other task: ``kd``).
 DEFAULT_DISTILL_METHOD = {"sts": "embedding_mse", "ranking": "margin_mse"}
 #: Tasks whose model has two heads: a default method is applied to each head's view.
@@ -351,7 +377,7 @@ HEAD_VIEWS = {"intent_slots": ("logits", "token_logits")}
 
 class StageSpec(Strict):
     name: str = "distill"
-    kind: Literal["distill", "finetune"] = "distill"
+    kind: Literal["distill", "finetune", "knowledge"] = "distill"
     teacher: TeacherSpec | None = None
     teachers: list[TeacherSpec] = Field(default_factory=list)
     student: StudentSpec = Field(default_factory=StudentSpec)
@@ -360,6 +386,7 @@ class StageSpec(Strict):
     methods: list[MethodSpec] = Field(default_factory=list)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     export: list[Literal["hf", "sentence-transformers", "onnx", "onnx-int8"]] | None = None
+    knowledge: KnowledgeSpec | None = Field(None, description="kind knowledge: the samples its store gets")
 
     @field_validator("teacher", mode="before")
     @classmethod
@@ -386,6 +413,17 @@ class StageSpec(Strict):
             self.teacher = self.teachers[0]
         elif self.teacher is not None:
             self.teachers = [self.teacher]
+        if self.kind == "knowledge":
+            if self.teacher is None:
+                raise ValueError("a knowledge stage needs a 'teacher' (the model whose predictions fill the store)")
+            if self.methods:
+                raise ValueError("a knowledge stage trains nothing and takes no 'methods'")
+            if self.knowledge is None:
+                self.knowledge = KnowledgeSpec()
+            if self.knowledge.source == "generative" and not self.knowledge.label_words:
+                raise ValueError("knowledge.source generative needs 'label_words' (one word per label)")
+        elif self.knowledge is not None:
+            raise ValueError(f"'knowledge' belongs to a 'kind: knowledge' stage, not a {self.kind} stage")
         if self.kind == "finetune":
             if self.teacher is not None:
                 raise ValueError("a finetune stage trains 'student.model' on labels and takes no teacher")
@@ -394,7 +432,7 @@ class StageSpec(Strict):
             if not self.methods:
                 # language-modelling tasks train on their own targets (masked or next tokens)
                 self.methods = _per_head("mlm" if self.task.name in ("mlm", "lm") else "ce", self.task.name)
-        else:
+        elif self.kind == "distill":
             if self.teacher is None:
                 raise ValueError("a distill stage needs a 'teacher'")
             if not self.methods:
@@ -447,16 +485,31 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _stage_references(self) -> Recipe:
         seen: list[str] = []
+        knowledge: list[str] = []  # stages whose output is a sample store, not a model
         for stage in self.stages:
             if stage.name in seen:
                 raise ValueError(f"two stages are named {stage.name!r}; stage names must be unique")
+            stored = [s.path for s in stage.data.train if s.path and s.path.startswith(STAGE_PREFIX)]
+            for ref in stored:
+                if ref[len(STAGE_PREFIX) :] not in knowledge:
+                    raise ValueError(
+                        f"stage {stage.name!r} trains on {ref!r}, but no earlier 'kind: knowledge' stage has that "
+                        f"name (earlier knowledge stages: {', '.join(knowledge) or 'none'})"
+                    )
             for model in (*(t.model for t in stage.teachers), stage.student.model):
+                if model and model.startswith(STAGE_PREFIX) and model[len(STAGE_PREFIX) :] in knowledge:
+                    raise ValueError(
+                        f"stage {stage.name!r} uses {model!r} as a model, but that stage writes a sample store; "
+                        "train on it instead (data.train: " + model + ")"
+                    )
                 if model and model.startswith(STAGE_PREFIX) and model[len(STAGE_PREFIX) :] not in seen:
                     raise ValueError(
                         f"stage {stage.name!r} refers to {model!r}, but no earlier stage has that name "
                         f"(earlier: {', '.join(seen) or 'none'})"
                     )
             seen.append(stage.name)
+            if stage.kind == "knowledge":
+                knowledge.append(stage.name)
         return self
 
     @property
@@ -472,6 +525,8 @@ class Recipe(Strict):
 
 def _defaults_for(defaults: dict, stage: dict) -> dict:
     """A finetune stage has no teacher; a stage naming its teacher(s) does not inherit the other key."""
+    if stage.get("kind") == "knowledge":  # it trains nothing: the recipe's methods are not its own
+        defaults = {k: v for k, v in defaults.items() if k != "methods"}
     if stage.get("kind") == "finetune":
         return {k: v for k, v in defaults.items() if k not in ("teacher", "teachers")}
     if "teacher" in stage or "teachers" in stage:

@@ -18,9 +18,11 @@ import datasets
 
 from kdforge.errors import DataError
 from kdforge.recipe.schema import DataSource
+from kdforge.store.samples import is_sample_store, open_samples
 
 # Column pairs recognised as (text, text_pair), in order; then single-text columns.
 PAIR_SCHEMAS = (
+    ("text", "text_pair"),  # kdforge's own layout (sample stores, COPA)
     ("sentence1", "sentence2"),
     ("premise", "hypothesis"),
     ("question", "sentence"),
@@ -56,9 +58,17 @@ def read_rows(source: DataSource, split: str | None = None) -> tuple[list[dict],
 
     For tasks whose rows have their own columns (ranking: query, positive, negatives).
     """
+    counted = False
     if source.hub:
         rows = _hub_rows(source, split)
         where = f"hub:{source.hub}"
+    elif source.format == "auto" and is_sample_store(source.path):  # a knowledge stage's samples (RetriKT)
+        store = open_samples(source.path)
+        rows, where = store.samples.remove_columns("source").to_list(), str(store.folder)
+    elif source.format == "copa" or (source.format == "auto" and Path(source.path).suffix == ".xml"):
+        path = _pick_file(Path(source.path), source.split or split)
+        rows, where = read_copa(path, source.limit, swapped=(source.split or split) == "train"), str(path)
+        counted = True  # the limit counts COPA items, before their swapped copies
     elif source.format == "atis" or (source.format == "auto" and is_seq_folder(Path(source.path))):
         folder = _seq_split(Path(source.path), source.split or split)
         rows, where = read_seq_folder(folder), str(folder)
@@ -66,7 +76,7 @@ def read_rows(source: DataSource, split: str | None = None) -> tuple[list[dict],
         path = _pick_file(Path(source.path), source.split or split)
         where = str(path)
         rows = _file_rows(path, source.format)
-    if source.limit:
+    if source.limit and not counted:
         rows = rows[: source.limit]
     if not rows:
         raise DataError(f"{where}: no examples")
@@ -147,6 +157,44 @@ def _lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({err.reason})") from None
+
+
+def read_copa(path: Path, limit: int | None = None, swapped: bool = False) -> list[dict]:
+    """COPA (Roemmele et al. 2011) as sentence-pair classification: ``text`` is the premise and the
+    question (``What was the cause?``), ``text_pair`` the two alternatives, ``label`` 0 for the first, 1
+    for the second. Reads the original XML (``copa-dev.xml``; its first 400 items are SuperGLUE's
+    train split, the last 100 its validation split) or SuperGLUE's JSONL. ``swapped`` (training
+    splits) adds every item again with the alternatives swapped, so position is no cue; ``limit``
+    counts items, before the swap.
+    """
+    if path.suffix == ".xml":
+        import xml.etree.ElementTree as ET  # the COPA release: no entities, no DTD expansion needed
+
+        items = [
+            {
+                "premise": item.findtext("p", "").strip(),
+                "choice1": item.findtext("a1", "").strip(),
+                "choice2": item.findtext("a2", "").strip(),
+                "question": item.get("asks-for", ""),
+                "label": int(item.get("most-plausible-alternative", "1")) - 1,
+            }
+            for item in ET.parse(path).getroot().iter("item")
+        ]
+    else:
+        items = read_jsonl(path)
+    missing = [k for k in ("premise", "choice1", "choice2", "question") if items and k not in items[0]]
+    if missing:
+        raise DataError(f"{path}: format copa needs premise, choice1, choice2, question (missing {', '.join(missing)})")
+    rows = []
+    for item in items[:limit]:
+        text = f"{item['premise']} What was the {item['question']}?"
+        label = item.get("label")
+        rows.append({"text": text, "text_pair": f"{item['choice1']} Or: {item['choice2']}", "label": label})
+        if swapped and label is not None:
+            rows.append(
+                {"text": text, "text_pair": f"{item['choice2']} Or: {item['choice1']}", "label": 1 - int(label)}
+            )
+    return rows
 
 
 def _file_rows(path: Path, fmt: str) -> list[dict]:

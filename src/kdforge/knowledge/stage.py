@@ -1,0 +1,68 @@
+"""A ``kind: knowledge`` stage: fill a sample store with a teacher's knowledge of the task.
+
+RetriKT's steps 1-3 up to the store (arXiv 2310.15594): a source extracts samples with the
+teacher's soft predictions (encoder.py: perturbed task examples; generative.py: soft-prompted,
+PPO-refined generation), and the store keeps them for the students that retrieve from it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import datasets
+import torch
+
+from kdforge.errors import ModelError
+from kdforge.knowledge.encoder import KnowledgeSamples, encoder_knowledge
+from kdforge.models.text_model import TextModel
+from kdforge.recipe.schema import KnowledgeSpec
+from kdforge.store.samples import SampleStore, write_samples
+
+
+def extract(
+    spec: KnowledgeSpec, teacher: TextModel, dataset: datasets.Dataset, num_labels: int, seed: int
+) -> tuple[KnowledgeSamples, dict]:
+    """The samples of ``spec.source`` and what the source reports about itself."""
+    if spec.source == "encoder":
+        if teacher.kind != "classifier":
+            raise ModelError(
+                "knowledge.source encoder: the teacher labels samples, so it must be a classifier "
+                f"(it is a {teacher.kind}); fine-tune it in an earlier stage, or use source: generative"
+            )
+        return encoder_knowledge(dataset, teacher, spec.copies, spec.augment, seed), {}
+    from kdforge.knowledge.generative import generative_knowledge
+
+    if teacher.kind != "causal_lm":
+        raise ModelError(f"knowledge.source generative: the teacher must be a causal LM (it is a {teacher.kind})")
+    if len(spec.label_words or []) != num_labels:
+        raise ModelError(f"knowledge.label_words has {len(spec.label_words or [])} words for {num_labels} labels")
+    return generative_knowledge(spec, teacher, dataset, seed)
+
+
+def build_knowledge(
+    spec: KnowledgeSpec, teacher: TextModel, dataset: datasets.Dataset, label_names: list[str], folder: Path, seed: int
+) -> tuple[SampleStore, dict]:
+    """Extract, write the store, and summarise it (sample count, size, how often the teacher agrees
+    with the label each sample stands for)."""
+    started = time.perf_counter()
+    samples, report = extract(spec, teacher, dataset, len(label_names), seed)
+    store = write_samples(
+        folder,
+        samples.texts,
+        samples.labels,
+        samples.sources,
+        samples.probs,
+        label_names,
+        samples.pairs,
+        meta={"source": spec.source, "teacher": teacher.name},
+    )
+    agree = (samples.probs.argmax(-1) == torch.tensor(samples.labels)).float().mean().item() * 100
+    summary = {
+        "samples": len(store),
+        "store_megabytes": store.size_bytes() / 1e6,
+        "teacher_agrees_with_intended_label": agree,
+        "seconds": time.perf_counter() - started,
+        **report,
+    }
+    return store, summary

@@ -1,0 +1,98 @@
+"""RetriKT: teach a tiny student to retrieve its teacher's knowledge from a sample store."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, PositiveInt
+from torch import Tensor, nn
+
+from kdforge.errors import IncompatibleError
+from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
+from kdforge.models.retrieval import RetrievalHead
+from kdforge.models.views import Views
+from kdforge.store.samples import SampleStore
+
+
+def retrikt_loss(log_mixture: Tensor, teacher_probs: Tensor) -> Tensor:
+    """``KL(p_T || p)`` averaged over the batch, ``p`` the student's mixture with what it retrieved."""
+    teacher = teacher_probs.float()
+    log_teacher = torch.log(teacher.clamp_min(1e-12))
+    return (teacher * (log_teacher - log_mixture)).sum(-1).mean()
+
+
+@register_method("retrikt")
+class RetriKT(Method):
+    """Retrieval-based knowledge transfer: the student predicts by mixing its own distribution with the
+    teacher distributions of the store samples it retrieves, and is trained through that mixture.
+
+    Liu et al., "Retrieval-based Knowledge Transfer: An Effective Approach for Extreme Large Language
+    Model Compression", arXiv 2310.15594 (Findings of EMNLP 2023), Sec. 3.3: for a training sample x
+    with the teacher's distribution p_T(x), retrieve the k nearest store samples by the student's
+    embedding (x itself and samples derived from the same training example left out), weight their
+    teacher distributions by ``softmax(cos / tau)`` into p_R(x), predict
+    ``p(x) = lambda softmax(z_S(x)) + (1 - lambda) p_R(x)`` (lambda learned) and minimise
+    ``KL(p_T(x) || p(x))``. The student's keys of the store are recomputed every ``refresh_every``
+    steps (default: each epoch). The stage trains on the store itself (``data.train: stage:NAME`` of a
+    ``kind: knowledge`` stage), whose rows carry p_T, so no teacher runs. The trained student ships
+    with the store, its keys and a FAISS index, and searches them at inference (models/retrieval.py).
+    Classifier students only.
+    """
+
+    needs = frozenset({"logits", "embedding"})
+    needs_teacher = False
+    uses_sample_store = True
+    paper = "arXiv:2310.15594"
+    summary = "student mixes its prediction with teacher distributions retrieved from a sample store (FAISS)"
+
+    class Args(MethodArgs):
+        k: PositiveInt = Field(16, description="neighbours retrieved per input")
+        tau: float = Field(0.05, gt=0, description="temperature of the similarity softmax")
+        mix: float = Field(0.5, gt=0, lt=1, description="initial lambda, the student's own share (learned)")
+        refresh_every: PositiveInt | None = Field(
+            None, description="re-embed the store every N steps; default: at the start of each epoch"
+        )
+
+    def __init__(self, args: MethodArgs | None = None, teacher: int = 0) -> None:
+        super().__init__(args, teacher)
+        self.store: SampleStore | None = None
+        self._refreshed_at: tuple[int, int] | None = None
+
+    def setup(self, pair: Pair) -> None:
+        if pair.student.kind != "classifier":
+            raise IncompatibleError(
+                f"retrikt retrieves class distributions: the student must be a classifier, not a {pair.student.kind}"
+            )
+
+    def attach_store(self, store: SampleStore, num_labels: int | None) -> None:
+        """The stage's training data, a sample store (the pipeline opens it)."""
+        if num_labels is not None and len(store.labels) != num_labels:
+            raise IncompatibleError(
+                f"the sample store {store.folder} holds distributions over {len(store.labels)} labels, "
+                f"the task has {num_labels}"
+            )
+        self.store = store
+
+    def bind(self, student: nn.Module, teachers: list[nn.Module]) -> None:
+        if self.store is None:
+            raise IncompatibleError(
+                "retrikt trains on a sample store: set data.train to stage:NAME of a knowledge stage"
+            )
+        student.retrieval = RetrievalHead(self.store, self.args.k, self.args.tau, self.args.mix)
+        object.__setattr__(self, "_student", student)  # not a submodule: the student is saved once
+
+    def _refresh_if_due(self, batch: Batch) -> None:
+        every = self.args.refresh_every
+        due = (batch.epoch, 0) if every is None else (batch.epoch, batch.step // every)
+        if self._refreshed_at != due or self._student.retrieval.index is None:
+            self._student.retrieval.refresh(self._student)
+            self._refreshed_at = due
+
+    def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
+        self._refresh_if_due(batch)
+        head: RetrievalHead = self._student.retrieval
+        rows = batch.index.cpu()
+        if int(rows.max()) >= len(head.store):
+            raise IncompatibleError(f"retrikt: training row {int(rows.max())} is not in the store {head.store.folder}")
+        exclude = head.sources[rows]
+        log_mixture = head.log_probs(student.logits, student.embedding, exclude)
+        return retrikt_loss(log_mixture, head.probs[rows].to(log_mixture.device))

@@ -1,0 +1,168 @@
+"""A student that searches a sample store of its teacher's knowledge (RetriKT, arXiv 2310.15594).
+
+Sec. 3.3 of the paper: a student about 1% of its teacher's size cannot hold the teacher's
+knowledge in its weights, so it learns to *retrieve* it. For an input ``x`` with student
+sentence embedding ``e(x)`` and logits ``z(x)``:
+
+    s_i   = cos(e(x), key_i)                        for the k nearest store samples i
+    w_i   = softmax_i(s_i / tau)
+    p_R   = sum_i w_i * p_T(sample_i)               the retrieved teacher distributions
+    p(x)  = lambda * softmax(z(x)) + (1 - lambda) * p_R
+
+``key_i`` is the student's own embedding of sample ``i`` (recomputed as the student trains,
+kept fixed between refreshes); ``lambda = sigmoid(m)`` is learned with the student. Gradients
+reach the student through ``z`` and through ``e(x)`` in ``s_i``, which is how it learns to
+retrieve. The k neighbours themselves come from a FAISS inner-product index on the keys.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from kdforge.errors import ModelError, StoreError
+from kdforge.store.samples import SampleStore, open_samples
+
+if TYPE_CHECKING:
+    from kdforge.models.text_model import TextModel
+
+SETTINGS = "retrieval.json"
+FOLDER = "retrieval"  # inside a saved student's folder
+
+
+class RetrievalHead(nn.Module):
+    """The search half of a retrieving student: the store, its index and the mixing weight."""
+
+    def __init__(self, store: SampleStore, k: int = 16, temperature: float = 0.05, mix: float = 0.5) -> None:
+        super().__init__()
+        if not 0 < mix < 1:
+            raise ValueError(f"the initial mixing weight must lie in (0, 1), got {mix}")
+        self.store = store
+        self.k = k
+        self.temperature = temperature
+        self.mix_logit = nn.Parameter(torch.tensor(math.log(mix / (1 - mix))))
+        self.register_buffer("probs", store.probs.float(), persistent=False)
+        self.register_buffer("sources", store.sources, persistent=False)
+        self.keys: Tensor | None = None
+        self.index: faiss.Index | None = None
+
+    @property
+    def mix(self) -> Tensor:
+        """lambda: the share of the student's own distribution in its prediction."""
+        return torch.sigmoid(self.mix_logit)
+
+    # ----- keys and index -------------------------------------------------------------------
+    @torch.no_grad()
+    def refresh(self, model: TextModel, batch_size: int = 128) -> None:
+        """Embed every sample with the student as it is now, and index the embeddings."""
+        keys = model.encode(self.store.texts, batch_size=batch_size, pairs=self.store.pairs)
+        self.set_keys(keys)
+
+    def set_keys(self, keys: Tensor) -> None:
+        if keys.shape[0] != len(self.store):
+            raise StoreError(f"{self.store.folder}: {keys.shape[0]} keys for {len(self.store)} samples")
+        keys = F.normalize(keys.float(), dim=-1).cpu().contiguous()
+        index = faiss.IndexFlatIP(keys.shape[1])
+        index.add(keys.numpy())
+        self.keys, self.index = keys, index
+
+    # ----- retrieval ------------------------------------------------------------------------
+    def neighbours(self, queries: Tensor, exclude: Tensor | None = None) -> Tensor:
+        """The ``k`` nearest samples of each query ``[B, k]``; samples whose ``source`` equals the
+        query's ``exclude`` value (itself and its perturbed siblings while training) are skipped."""
+        if self.index is None:
+            raise ModelError("the retrieval index is empty: refresh() it with the student first")
+        extra = 0 if exclude is None else self._max_siblings
+        found = min(len(self.store), self.k + extra)
+        q = F.normalize(queries.detach().float(), dim=-1).cpu().contiguous().numpy()
+        _, ids = self.index.search(q, found)
+        ids_t = torch.from_numpy(ids.astype(np.int64))
+        if exclude is None:
+            return ids_t[:, : self.k]
+        keep = self.sources[ids_t.clamp_min(0)].cpu() != exclude.cpu().unsqueeze(1)
+        keep &= ids_t >= 0
+        # the first k kept ids of each row (stable: a kept id's rank among the kept ones)
+        rank = keep.cumsum(1)
+        chosen = torch.zeros(ids_t.shape[0], self.k, dtype=torch.long)
+        for row in range(ids_t.shape[0]):
+            row_ids = ids_t[row][keep[row] & (rank[row] <= self.k)]
+            if row_ids.numel() < self.k:  # a store smaller than k + siblings: repeat the last
+                row_ids = torch.cat([row_ids, row_ids[-1:].expand(self.k - row_ids.numel())])
+            chosen[row] = row_ids
+        return chosen
+
+    @property
+    def _max_siblings(self) -> int:
+        if not hasattr(self, "_siblings"):
+            self._siblings = int(torch.unique(self.sources, return_counts=True)[1].max())
+        return self._siblings
+
+    def retrieved(self, embedding: Tensor, exclude: Tensor | None = None) -> Tensor:
+        """p_R ``[B, C]``: the similarity-weighted teacher distributions of the neighbours."""
+        ids = self.neighbours(embedding, exclude).to(embedding.device)
+        keys = self.keys.to(embedding.device)[ids]  # [B, k, D], fixed
+        sims = torch.einsum("bd,bkd->bk", F.normalize(embedding.float(), dim=-1), keys)
+        weights = torch.softmax(sims / self.temperature, dim=-1)
+        return torch.einsum("bk,bkc->bc", weights, self.probs.to(embedding.device)[ids])
+
+    def log_probs(self, logits: Tensor, embedding: Tensor, exclude: Tensor | None = None) -> Tensor:
+        """log p(x): the student's distribution mixed with the retrieved one (module docstring)."""
+        mixed = self.mix * torch.softmax(logits.float(), dim=-1) + (1 - self.mix) * self.retrieved(embedding, exclude)
+        return torch.log(mixed.clamp_min(1e-12))
+
+    # ----- folders --------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """The store, its keys, the index and the settings, inside a student's folder."""
+        if self.keys is None or self.index is None:
+            raise ModelError("refresh() the retrieval index before saving the student")
+        folder = Path(folder)
+        store = folder / "store"
+        if store.resolve() != self.store.folder.resolve():
+            _copy_store(self.store.folder, store)
+        save_file({"keys": self.keys}, str(store / "keys.safetensors"))
+        faiss.write_index(self.index, str(store / "index.faiss"))
+        settings = {"k": self.k, "temperature": self.temperature, "mix": float(self.mix.detach())}
+        (folder / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RetrievalHead:
+        folder = Path(folder)
+        try:
+            settings = json.loads((folder / SETTINGS).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise StoreError(f"{folder / SETTINGS}: unreadable retrieval settings ({err})") from None
+        store = open_samples(folder / "store")
+        head = cls(store, settings["k"], settings["temperature"], min(max(settings["mix"], 1e-6), 1 - 1e-6))
+        keys_file = folder / "store" / "keys.safetensors"
+        if not keys_file.is_file():
+            raise StoreError(f"{keys_file}: missing; the student's store has no keys to search")
+        keys = load_file(str(keys_file))["keys"]
+        index_file = folder / "store" / "index.faiss"
+        index = faiss.read_index(str(index_file)) if index_file.is_file() else None
+        if index is None or index.ntotal != keys.shape[0]:
+            head.set_keys(keys)  # no index shipped (or a stale one): rebuilt from the keys, exactly
+        else:
+            head.keys, head.index = F.normalize(keys.float(), dim=-1), index
+        return head
+
+
+def _copy_store(source: Path, target: Path) -> None:
+    import shutil
+
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("keys.safetensors", "index.faiss"))
+
+
+def has_retrieval(folder: str | Path) -> bool:
+    return (Path(folder) / FOLDER / SETTINGS).is_file()

@@ -1,0 +1,125 @@
+"""RetriKT as a recipe: a knowledge stage fills a sample store, a student learns to retrieve from it,
+and the exported student searches its store when it predicts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kdforge
+from kdforge.engine.pipeline import evaluate_model
+from kdforge.errors import IncompatibleError, RecipeError
+from kdforge.models import load_model
+from kdforge.models.retrieval import RetrievalHead
+from kdforge.recipe import validate_recipe
+from kdforge.recipe.schema import DataSource
+from kdforge.store.samples import open_samples
+from tests.conftest import labelled
+
+PQRNN = {"features": 64, "hidden": 16}
+
+
+def retrikt_recipe(teacher, data, steps=40, methods=None) -> dict:
+    return {
+        "name": "tiny-retrikt",
+        "task": {"name": "classification"},
+        "data": {"train": [str(data / "sst.tsv")], "eval": str(data / "sst-dev.tsv")},
+        "training": {"batch_size": 16, "lr": 3e-3, "max_steps": steps, "save_every": 20, "log_every": 5},
+        "stages": [
+            {"name": "knowledge", "kind": "knowledge", "teacher": str(teacher), "knowledge": {"copies": 2}},
+            {
+                "name": "student",
+                "teacher": str(teacher),
+                "student": {"pqrnn": PQRNN},
+                "data": {"train": "stage:knowledge"},
+                "methods": methods or [{"name": "retrikt", "k": 4, "tau": 0.1}],
+            },
+        ],
+        "output": {"benchmark": False},
+    }
+
+
+def mixture_gap(teacher, student, texts) -> float:
+    """KL(teacher || student) where the student's prediction is its mixture with what it retrieves."""
+    t = torch.log_softmax(teacher.predict(texts), -1)
+    s = torch.log_softmax(student.predict(texts), -1)
+    return float((t.exp() * (t - s)).sum(-1).mean())
+
+
+@pytest.fixture(scope="module")
+def trained(classifier_teacher_dir, data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("retrikt")
+    results = kdforge.run(validate_recipe(retrikt_recipe(classifier_teacher_dir, data_dir)), out, show=False)
+    return out, results
+
+
+def test_knowledge_stage_writes_the_examples_and_their_copies(trained, classifier_teacher_dir):
+    out, results = trained
+    store = open_samples(out / "stages" / "knowledge" / "store")
+    knowledge = results["stages"][0]
+    assert knowledge["kind"] == "knowledge" and knowledge["samples"] == len(store)
+    assert 160 < len(store) <= 160 * 3  # every example, plus up to 2 distinct copies each
+    assert set(store.sources.tolist()) == set(range(160))  # each sample knows its example
+    teacher = load_model(str(classifier_teacher_dir))
+    assert torch.allclose(store.probs[:8], torch.softmax(teacher.predict(store.texts[:8]), -1), atol=1e-5)
+
+
+def test_student_learns_to_retrieve_towards_its_teacher(trained, classifier_teacher_dir, data_dir, tmp_path):
+    out, _ = trained
+    teacher = load_model(str(classifier_teacher_dir))
+    student = load_model(str(out / "student"))
+    assert student.retrieval is not None and student.num_parameters() < teacher.num_parameters()
+    texts = [t for t, _ in labelled(40, seed=6)]
+    # the same student before training: fresh weights, the same store, keys of its own
+    untrained = kdforge.run(
+        validate_recipe(retrikt_recipe(classifier_teacher_dir, data_dir, steps=1) | {"output": {"benchmark": False}}),
+        tmp_path,
+        show=False,
+    )
+    before = load_model(untrained["exports"]["hf"])
+    assert mixture_gap(teacher, student, texts) < 0.5 * mixture_gap(teacher, before, texts)
+
+
+def test_exported_student_searches_its_store(trained, data_dir):
+    out, results = trained
+    student = load_model(str(out / "student"))
+    alone = load_model(str(out / "student"))
+    alone.retrieval = None
+    texts = [t for t, _ in labelled(10, seed=8)]
+    mixed, own = torch.softmax(student.predict(texts), -1), torch.softmax(alone.predict(texts), -1)
+    lam = student.retrieval.mix
+    retrieved = (mixed - lam * own) / (1 - lam)
+    assert torch.allclose(retrieved.sum(-1), torch.ones(10), atol=1e-4) and (retrieved >= -1e-5).all()
+    assert not torch.allclose(mixed, own, atol=1e-3)  # retrieval changes the prediction
+    # kdforge eval scores the exported folder with its store, as the run did
+    metrics = evaluate_model(
+        str(out / "student"), "classification", DataSource(path=str(data_dir / "sst-dev.tsv")), "dev"
+    )
+    assert metrics["accuracy"] == pytest.approx(results["metrics"]["student"]["eval"]["accuracy"])
+    assert isinstance(RetrievalHead.load(out / "student" / "retrieval"), RetrievalHead)
+
+
+def test_retrikt_needs_a_sample_store(classifier_teacher_dir, data_dir, tmp_path):
+    recipe = retrikt_recipe(classifier_teacher_dir, data_dir)
+    recipe["stages"][1]["data"] = {"train": [str(data_dir / "sst.tsv")]}
+    with pytest.raises(IncompatibleError, match=r"stages\[1\]\.methods\[0\] \(retrikt\).*sample store"):
+        kdforge.run(validate_recipe(recipe), tmp_path, show=False)
+
+
+def test_knowledge_references_are_checked(classifier_teacher_dir, data_dir):
+    recipe = retrikt_recipe(classifier_teacher_dir, data_dir)
+    recipe["stages"][1]["data"] = {"train": "stage:nowhere"}
+    with pytest.raises(RecipeError, match="trains on 'stage:nowhere'.*knowledge stages: knowledge"):
+        validate_recipe(recipe)
+    recipe = retrikt_recipe(classifier_teacher_dir, data_dir)
+    recipe["stages"][1]["student"] = "stage:knowledge"
+    with pytest.raises(RecipeError, match="writes a sample store"):
+        validate_recipe(recipe)
+    recipe = retrikt_recipe(classifier_teacher_dir, data_dir)
+    recipe["stages"][0]["methods"] = [{"name": "kd"}]
+    with pytest.raises(RecipeError, match="takes no 'methods'"):
+        validate_recipe(recipe)
+    recipe = retrikt_recipe(classifier_teacher_dir, data_dir)
+    recipe["stages"][0]["knowledge"] = {"source": "generative"}
+    with pytest.raises(RecipeError, match="label_words"):
+        validate_recipe(recipe)

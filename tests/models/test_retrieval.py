@@ -1,0 +1,63 @@
+"""The retrieving student's head (RetriKT): the mixture it computes, the siblings it skips, its folder."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kdforge.errors import ModelError
+from kdforge.models.retrieval import RetrievalHead
+from kdforge.store.samples import write_samples
+
+PROBS = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5], [0.1, 0.9]])
+KEYS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.2]])
+
+
+@pytest.fixture
+def head(tmp_path):
+    store = write_samples(tmp_path / "s", ["a", "b", "c", "d"], [0, 1, 0, 1], [0, 0, 1, 2], PROBS, ["x", "y"])
+    head = RetrievalHead(store, k=2, temperature=0.5, mix=0.25)
+    head.set_keys(KEYS)
+    return head
+
+
+def test_mixture_matches_a_hand_computation(head):
+    query = torch.tensor([[2.0, 0.0]])  # cos with the keys: 1, 0, 0.7071, -0.98 -> samples 0 and 2
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # student: (0.25, 0.75)
+    w = torch.softmax(torch.tensor([1.0, 1 / math.sqrt(2)]) / 0.5, dim=0)
+    retrieved = w[0] * PROBS[0] + w[1] * PROBS[2]
+    expected = 0.25 * torch.tensor([0.25, 0.75]) + 0.75 * retrieved
+    assert head.neighbours(query).tolist() == [[0, 2]]
+    assert torch.allclose(head.log_probs(logits, query).exp(), expected.unsqueeze(0), atol=1e-6)
+
+
+def test_samples_of_the_same_source_are_skipped(head):
+    query = torch.tensor([[2.0, 0.0]])
+    # sources are [0, 0, 1, 2]: excluding source 0 drops samples 0 and 1, leaving 2 then 3
+    assert head.neighbours(query, exclude=torch.tensor([0])).tolist() == [[2, 3]]
+    assert head.neighbours(query, exclude=torch.tensor([1])).tolist() == [[0, 1]]
+
+
+def test_gradients_reach_the_query_and_the_mixing_weight(head):
+    query = torch.tensor([[2.0, 0.5]], requires_grad=True)
+    logits = torch.zeros(1, 2, requires_grad=True)
+    head.log_probs(logits, query)[0, 0].backward()
+    assert query.grad.abs().sum() > 0 and logits.grad.abs().sum() > 0 and head.mix_logit.grad != 0
+
+
+def test_folder_round_trip(head, tmp_path):
+    head.save(tmp_path / "student" / "retrieval")
+    assert (tmp_path / "student" / "retrieval" / "store" / "index.faiss").is_file()
+    loaded = RetrievalHead.load(tmp_path / "student" / "retrieval")
+    query, logits = torch.randn(5, 2), torch.randn(5, 2)
+    assert loaded.k == 2 and loaded.temperature == 0.5
+    assert torch.allclose(loaded.mix, head.mix)
+    assert torch.allclose(loaded.log_probs(logits, query), head.log_probs(logits, query).detach(), atol=1e-6)
+
+
+def test_an_empty_index_says_so(tmp_path):
+    store = write_samples(tmp_path / "s", ["a"], [0], [0], PROBS[:1], ["x", "y"])
+    with pytest.raises(ModelError, match="refresh"):
+        RetrievalHead(store).neighbours(torch.ones(1, 2))
