@@ -8,7 +8,8 @@ import torch
 
 import kdforge
 from kdforge.engine.pipeline import evaluate_model
-from kdforge.errors import IncompatibleError, RecipeError
+from kdforge.errors import IncompatibleError, ModelError, RecipeError
+from kdforge.export import export
 from kdforge.models import load_model
 from kdforge.models.retrieval import RetrievalHead
 from kdforge.recipe import validate_recipe
@@ -97,6 +98,8 @@ def test_exported_student_searches_its_store(trained, data_dir):
     )
     assert metrics["accuracy"] == pytest.approx(results["metrics"]["student"]["eval"]["accuracy"])
     assert isinstance(RetrievalHead.load(out / "student" / "retrieval"), RetrievalHead)
+    with pytest.raises(ModelError, match="only the hf format carries"):
+        export(student, out / "onnx", "onnx")
 
 
 def test_retrikt_needs_a_sample_store(classifier_teacher_dir, data_dir, tmp_path):

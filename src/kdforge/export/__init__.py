@@ -35,6 +35,11 @@ def export(model: TextModel, path: str | Path, fmt: str | None = None) -> Path:
     check_format(fmt)
     if not isinstance(model, TextModel):  # an OnnxTextModel: its PyTorch weights are gone
         raise ModelError(f"{model.name} is an exported ONNX graph; export from the PyTorch folder it came from")
+    if model.retrieval is not None and fmt != "hf":
+        raise ModelError(
+            f"{model.name or 'the student'} predicts with a retrieval store (RetriKT), which only the hf format "
+            f"carries; {fmt} would drop it"
+        )
     return FORMATS[fmt](model, path)
 
 
