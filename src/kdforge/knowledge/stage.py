@@ -31,13 +31,35 @@ def extract(
                 f"(it is a {teacher.kind}); fine-tune it in an earlier stage, or use source: generative"
             )
         return encoder_knowledge(dataset, teacher, spec.copies, spec.augment, seed), {}
-    from kdforge.knowledge.generative import generative_knowledge
+    return generative(spec, teacher, dataset, num_labels, seed)
+
+
+def generative(
+    spec: KnowledgeSpec, teacher: TextModel, dataset: datasets.Dataset, num_labels: int, seed: int
+) -> tuple[KnowledgeSamples, dict]:
+    """RetriKT steps 1-2 on a causal-LM teacher, then its own labelled samples (generative.py)."""
+    from kdforge.knowledge.generative import GenerativeSettings, extract_knowledge
 
     if teacher.kind != "causal_lm":
         raise ModelError(f"knowledge.source generative: the teacher must be a causal LM (it is a {teacher.kind})")
     if len(spec.label_words or []) != num_labels:
         raise ModelError(f"knowledge.label_words has {len(spec.label_words or [])} words for {num_labels} labels")
-    return generative_knowledge(spec, teacher, dataset, seed)
+    if "text_pair" in dataset.column_names:
+        raise ModelError("knowledge.source generative writes single texts; this task's examples are pairs")
+    settings = GenerativeSettings(
+        num_virtual_tokens=spec.prompt_tokens,
+        sft_epochs=spec.prompt_epochs,
+        ppo_steps=spec.ppo_steps,
+        per_label=spec.per_label,
+        max_new_tokens=spec.max_new_tokens,
+        seed=seed,
+    )
+    made = extract_knowledge(
+        teacher.hf, teacher.tokenizer, list(dataset["text"]), list(dataset["label"]), spec.label_words, settings
+    )
+    sources = [-(row + 1) for row in range(len(made.texts))]  # generated: each sample is its own source
+    samples = KnowledgeSamples(made.texts, None, made.intended, sources, made.probs)
+    return samples, {"reward_after_prompt_tuning": made.rewards_after_sft, "reward_after_ppo": made.rewards_after_ppo}
 
 
 def build_knowledge(

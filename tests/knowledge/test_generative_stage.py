@@ -1,0 +1,58 @@
+"""The generative knowledge source as a recipe stage: a tiny causal LM, trained first on a toy task,
+tunes a soft prompt, refines it with PPO, writes samples for each label and labels them itself."""
+
+from __future__ import annotations
+
+import pytest
+
+import kdforge
+from kdforge.recipe import validate_recipe
+from kdforge.store.samples import open_samples
+from tests.knowledge.test_generative import LABELS, labelled, train_toy_lm
+
+
+@pytest.fixture(scope="module")
+def toy_teacher(tmp_path_factory):
+    lm, tokenizer = train_toy_lm()
+    folder = tmp_path_factory.mktemp("lm") / "toy-lm"
+    lm.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_knowledge_stage_writes_a_labelled_store_from_generation(toy_teacher, tmp_path):
+    texts, labels = labelled(16, seed=7)
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+    recipe = validate_recipe(
+        {
+            "name": "toy-generative",
+            "task": {"name": "classification", "labels": ["0", "1"]},
+            "data": {"train": str(tmp_path / "train.tsv")},
+            "stages": [
+                {
+                    "name": "knowledge",
+                    "kind": "knowledge",
+                    "teacher": str(toy_teacher),
+                    "knowledge": {
+                        "source": "generative",
+                        "label_words": LABELS,  # label 0 = negative, 1 = positive
+                        "per_label": 24,
+                        "prompt_tokens": 4,
+                        "prompt_epochs": 2,
+                        "ppo_steps": 4,
+                        "max_new_tokens": 12,
+                    },
+                }
+            ],
+        }
+    )
+    results = kdforge.run(recipe, tmp_path / "out", show=False)
+    summary = results["stages"][0]
+    store = open_samples(tmp_path / "out" / "stages" / "knowledge" / "store")
+    assert summary["samples"] == len(store) and 24 <= len(store) <= 48
+    assert store.meta["source"] == "generative" and store.pairs is None
+    assert set(store.samples["label"]) == {"0", "1"}  # samples for both labels, named as the task names them
+    assert (store.sources < 0).all() and len(set(store.sources.tolist())) == len(store)  # each its own source
+    # the teacher classifies its own samples as the label they were written for far more often than chance
+    assert summary["teacher_agrees_with_intended_label"] > 70
+    assert {"reward_after_prompt_tuning", "reward_after_ppo"} <= summary.keys()
