@@ -22,6 +22,8 @@ from kdforge.models.text_model import TextModel
 from kdforge.recipe.schema import AugmentSpec
 from kdforge.tasks.augment import Augmenter, WordNeighbours
 
+CHUNK = 1024  # samples per step of the progress bar
+
 
 @dataclass
 class KnowledgeSamples:
@@ -67,5 +69,9 @@ def encoder_knowledge(
 ) -> KnowledgeSamples:
     """The training rows and their perturbed copies, each with the teacher's soft prediction."""
     texts, pairs, labels, sources = perturbed_copies(dataset, teacher, copies, augment, seed)
-    probs = torch.softmax(teacher.predict(texts, pairs, batch_size).float(), dim=-1)
+    chunks = []
+    for start in track(range(0, len(texts), CHUNK), description="kdforge knowledge: teacher labelling"):
+        part = slice(start, start + CHUNK)
+        chunks.append(teacher.predict(texts[part], pairs[part] if pairs is not None else None, batch_size))
+    probs = torch.softmax(torch.cat(chunks).float(), dim=-1)
     return KnowledgeSamples(texts, pairs, labels, sources, probs)
