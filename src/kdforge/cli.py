@@ -143,7 +143,7 @@ def export_model(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write.")],
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="hf | sentence-transformers | onnx | onnx-int8 (default: by the model's kind)."),
+        typer.Option("--format", help="hf | sentence-transformers | static-table | onnx | onnx-int8 (default: by the model's kind)."),
     ] = None,
 ) -> None:
     """Write a model as a folder to deploy: Hugging Face, sentence-transformers, ONNX or ONNX int8."""

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from pydantic import Field, PositiveInt
 from torch import Tensor, nn
 
 from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
-from kdforge.models.retrieval import RetrievalHead
 from kdforge.models.views import Views
-from kdforge.store.samples import SampleStore
+
+if TYPE_CHECKING:  # both import the store package, which imports this one
+    from kdforge.models.retrieval import RetrievalHead
+    from kdforge.store.samples import SampleStore
 
 
 def retrikt_loss(log_mixture: Tensor, teacher_probs: Tensor) -> Tensor:

@@ -385,7 +385,7 @@ class StageSpec(Strict):
     data: DataSpec
     methods: list[MethodSpec] = Field(default_factory=list)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    export: list[Literal["hf", "sentence-transformers", "onnx", "onnx-int8"]] | None = None
+    export: list[Literal["hf", "sentence-transformers", "static-table", "onnx", "onnx-int8"]] | None = None
     knowledge: KnowledgeSpec | None = Field(None, description="kind knowledge: the samples its store gets")
 
     @field_validator("teacher", mode="before")
