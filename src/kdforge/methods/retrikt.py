@@ -77,6 +77,8 @@ class RetriKT(Method):
         self.store = store
 
     def bind(self, student: nn.Module, teachers: list[nn.Module]) -> None:
+        from kdforge.models.retrieval import RetrievalHead
+
         if self.store is None:
             raise IncompatibleError(
                 "retrikt trains on a sample store: set data.train to stage:NAME of a knowledge stage"
