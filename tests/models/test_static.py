@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import kdforge
-from kdforge.errors import IncompatibleError, ModelError, RecipeError
+from kdforge.errors import IncompatibleError, ModelError
 from kdforge.evaluate.metrics import similarity_fidelity
 from kdforge.export import export
 from kdforge.models import build_student, load_model
@@ -140,5 +140,9 @@ def test_methods_that_read_layers_are_refused(embedding_teacher_dir, data_dir, t
     raw["student"] = {"static": {"dims": 16}}
     raw["methods"] = [{"name": "hidden_mse"}]
     recipe = validate_recipe(raw)
-    with pytest.raises((IncompatibleError, RecipeError), match="hidden_states|tokenize"):
+    with pytest.raises(
+        IncompatibleError,
+        match=r"methods\[0\] \(hidden_mse\): reads the hidden_states view\(s\), "
+        r"which the student cannot give \(it gives: embedding\)",
+    ):
         kdforge.run(recipe, tmp_path / "run", show=False)

@@ -84,20 +84,27 @@ def shape(model: TextModel, student: TextModel | None = None) -> ModelShape:
         teacher_blocks=tuple(model.teacher_blocks) if model.teacher_blocks else None,
         output_size=output_size,
         num_slots=model.num_slots,
+        views=model.views,
     )
 
 
-def _check_attention(method: Method, pair: Pair, where: str) -> None:
-    """Refuse a method that reads attention maps (or the Q/K/V behind them) of a model that has no
-    attention: a pQRNN reports 0 attention heads."""
+def _check_views(method: Method, pair: Pair, where: str) -> None:
+    """Refuse a method that reads a view a model cannot give (attention maps of a pQRNN, anything but the
+    sentence embedding of a static-embedding model), before any training."""
     teachers = pair.teachers if method.multi_teacher else (pair.teacher,)
     read = [("student", pair.student, method.student_needs())]
     read += [("teacher", t, method.teacher_needs()) for t in teachers if t is not None]
     for role, model, needs in read:
-        if model.num_heads == 0 and needs & {"attentions", "qkv"}:
+        missing = needs - model.views
+        if missing & {"attentions", "qkv"}:
             raise IncompatibleError(
-                f"{where}: reads attention maps, but the {role} has no attention (a pQRNN or static-embedding model); "
-                "use methods on logits or hidden states"
+                f"{where}: reads attention maps, but the {role} has no attention (a pQRNN or static-embedding "
+                "model); use methods on logits or hidden states"
+            )
+        if missing:
+            raise IncompatibleError(
+                f"{where}: reads the {', '.join(sorted(missing))} view(s), which the {role} cannot give "
+                f"(it gives: {', '.join(sorted(model.views))})"
             )
 
 
@@ -238,7 +245,7 @@ class Pipeline:
             )
             if method.needs_labels and not has_labels:
                 raise IncompatibleError(f"{where}: needs labelled training data, and the data has no labels")
-            _check_attention(method, pair, where)
+            _check_views(method, pair, where)
             try:
                 method.setup(pair)
                 if getattr(method, "uses_sample_store", False):

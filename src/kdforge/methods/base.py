@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 
 from kdforge.errors import IncompatibleError
-from kdforge.models.views import Views
+from kdforge.models.views import ALL_VIEWS, Views
 from kdforge.registry import Registry
 
 
@@ -33,6 +33,7 @@ class ModelShape:
     teacher_blocks: tuple[int, ...] | None = None  # for a student cut from the teacher
     output_size: int | None = None  # classes of a classifier, vocabulary of a language model
     num_slots: int | None = None  # slot tags of a joint intent + slot model's second head (token_logits)
+    views: frozenset[str] = ALL_VIEWS  # what the model can give (a pQRNN: no attention; static: embeddings)
 
     @property
     def prediction_size(self) -> int | None:

@@ -45,6 +45,7 @@ from kdforge.models.joint import JointConfig, JointIntentSlotModel
 from kdforge.models.pooling import attention_pool
 from kdforge.models.student import BuildReport
 from kdforge.models.text_model import TextModel
+from kdforge.models.views import ALL_VIEWS
 from kdforge.recipe.schema import StudentSpec
 
 MODEL_TYPE = "kdforge_pqrnn"
@@ -251,6 +252,7 @@ class PQRNNConfig(PretrainedConfig):
 
 class PQRNNPreTrainedModel(PreTrainedModel):
     config_class = PQRNNConfig
+    kdforge_views = ALL_VIEWS - {"attentions", "qkv"}  # no attention to read
     config: PQRNNConfig
     base_model_prefix = "pqrnn"
     main_input_name = "input_ids"
