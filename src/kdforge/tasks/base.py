@@ -79,5 +79,27 @@ class Task(ABC):
         """Record task facts (label names) in the model so exported folders carry them."""
 
 
+class LabelledTask(Task):
+    """A task whose model predicts named labels (per sentence or per token): the names come from
+    ``task.labels`` or are learned from the training data, and exported models carry them
+    (``id2label`` / ``label2id`` in their config)."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        super().__init__(spec)
+        self.label_names: list[str] | None = list(spec.labels) if spec.labels else None
+
+    @property
+    def num_labels(self) -> int | None:
+        if self.label_names is not None:
+            return len(self.label_names)
+        return self.spec.num_labels
+
+    def configure(self, model: TextModel) -> None:
+        if self.label_names is None:
+            return
+        model.hf.config.id2label = dict(enumerate(self.label_names))
+        model.hf.config.label2id = {name: i for i, name in enumerate(self.label_names)}
+
+
 TASKS: Registry[type[Task]] = Registry("task")
 register_task = TASKS.register

@@ -8,13 +8,13 @@ import torch
 from kdforge.errors import DataError
 from kdforge.evaluate.metrics import classification_metrics
 from kdforge.models.text_model import TextModel
-from kdforge.recipe.schema import DataSource, TaskSpec
-from kdforge.tasks.base import Task, register_task
+from kdforge.recipe.schema import DataSource
+from kdforge.tasks.base import LabelledTask, register_task
 from kdforge.tasks.data import load_source
 
 
 @register_task("classification")
-class Classification(Task):
+class Classification(LabelledTask):
     """Labels are read as written (``0``/``1`` or names such as ``entailment``).
 
     Names are mapped to ids by ``task.labels`` when given, else numerically when all labels
@@ -24,16 +24,6 @@ class Classification(Task):
 
     kind = "classifier"
     default_metric = "accuracy"
-
-    def __init__(self, spec: TaskSpec) -> None:
-        super().__init__(spec)
-        self.label_names: list[str] | None = list(spec.labels) if spec.labels else None
-
-    @property
-    def num_labels(self) -> int | None:
-        if self.label_names is not None:
-            return len(self.label_names)
-        return self.spec.num_labels
 
     def learn_labels(self, values: list[str]) -> None:
         """Name the labels from the training data's values (in the order the class docstring gives)
@@ -85,13 +75,6 @@ class Classification(Task):
                 columns["text_pair"] += [part["text_pair"][i] for i in keep]
         columns["index"] = list(range(len(columns["text"])))
         return datasets.Dataset.from_dict(columns)
-
-    def configure(self, model: TextModel) -> None:
-        if self.label_names is None:
-            return
-        config = model.hf.config
-        config.id2label = dict(enumerate(self.label_names))
-        config.label2id = {name: i for i, name in enumerate(self.label_names)}
 
     def adopt_labels(self, model: TextModel) -> None:
         """For evaluating an existing classifier: take its label names when the task has none."""

@@ -13,8 +13,8 @@ from kdforge.evaluate.metrics import span_metrics
 from kdforge.methods.base import Batch
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import Views
-from kdforge.recipe.schema import DataSource, TaskSpec
-from kdforge.tasks.base import Task, register_task
+from kdforge.recipe.schema import DataSource
+from kdforge.tasks.base import LabelledTask, register_task
 from kdforge.tasks.data import read_rows
 
 IGNORE = -100  # the label of positions no loss reads (cross-entropy's ignore_index)
@@ -141,7 +141,7 @@ def preview(names: list[str], shown: int = 8) -> str:
 
 
 @register_task("token_classification")
-class TokenClassification(Task):
+class TokenClassification(LabelledTask):
     """One tag per word (BIO slot filling, NER); metric: span F1 x100 as seqeval computes it.
 
     Sentences arrive as words (the ATIS/SNIPS layout: ``seq.in`` words, ``seq.out`` tags) and are
@@ -157,16 +157,6 @@ class TokenClassification(Task):
     kind = "token_classifier"
     default_metric = "f1"
     augments_own_batches = True  # collate perturbs words one for one, so the tags stay aligned
-
-    def __init__(self, spec: TaskSpec) -> None:
-        super().__init__(spec)
-        self.label_names: list[str] | None = list(spec.labels) if spec.labels else None
-
-    @property
-    def num_labels(self) -> int | None:
-        if self.label_names is not None:
-            return len(self.label_names)
-        return self.spec.num_labels
 
     def _learn_labels(self, tags: set[str]) -> None:
         if self.label_names is not None:
@@ -267,12 +257,6 @@ class TokenClassification(Task):
                 f"teacher {name!r} predicts the tags {preview(tags)}, but the task's are "
                 f"{preview(self.label_names)}; give task.labels in the teacher's order (or leave them out)"
             )
-
-    def configure(self, model: TextModel) -> None:
-        if self.label_names is None:
-            return
-        model.config.id2label = dict(enumerate(self.label_names))
-        model.config.label2id = {name: i for i, name in enumerate(self.label_names)}
 
     def adopt_labels(self, model: TextModel) -> None:
         """For evaluating an existing token classifier: take its tag names when the task has none."""
