@@ -143,7 +143,9 @@ def export_model(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write.")],
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="hf | sentence-transformers | static-table | onnx | onnx-int8 (default: by the model's kind)."),
+        typer.Option(
+            "--format", help="hf | sentence-transformers | static-table | onnx | onnx-int8 (default: by kind)."
+        ),
     ] = None,
 ) -> None:
     """Write a model as a folder to deploy: Hugging Face, sentence-transformers, ONNX or ONNX int8."""
@@ -260,9 +262,23 @@ def store_info(
     folder: Annotated[Path, typer.Argument(help="Store folder (it holds manifest.json).")],
     verify: Annotated[bool, typer.Option(help="Check every shard's SHA-256.")] = True,
 ) -> None:
-    """What a store holds, for which teacher and data, and whether its shards are intact."""
+    """What a store holds, for which teacher and data, and whether its shards are intact (a sample store
+    of a knowledge stage: its samples, labels and whether a student's index is there)."""
     from kdforge.store import KnowledgeStore
+    from kdforge.store.samples import is_sample_store, open_samples
 
+    if is_sample_store(folder):
+        samples = _guard(lambda: open_samples(folder))
+        counts = samples.samples.to_pandas()["label"].value_counts()
+        indexed = (folder / "index.faiss").is_file()
+        out.print(
+            f"{folder}: sample store ({samples.meta.get('source')} source, teacher {samples.meta.get('teacher')}), "
+            f"{len(samples):,} samples, {samples.size_bytes() / 1e6:,.1f} MB\n  labels: "
+            + ", ".join(f"{name} {counts.get(name, 0):,}" for name in samples.labels)
+            + f"\n  {'keys and FAISS index of a trained student' if indexed else 'no index yet (a student adds it)'}",
+            highlight=False,
+        )
+        return
     store = _guard(lambda: KnowledgeStore(folder, verify=verify))
     m = store.manifest
     views = m.identity.views

@@ -126,3 +126,15 @@ def test_knowledge_references_are_checked(classifier_teacher_dir, data_dir):
     recipe["stages"][0]["knowledge"] = {"source": "generative"}
     with pytest.raises(RecipeError, match="label_words"):
         validate_recipe(recipe)
+
+
+def test_store_info_describes_a_sample_store(trained):
+    from typer.testing import CliRunner
+
+    from kdforge.cli import app
+
+    out, _ = trained
+    result = CliRunner().invoke(app, ["store", "info", str(out / "student" / "retrieval" / "store")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "sample store (encoder source" in text and "keys and FAISS index of a trained student" in text
