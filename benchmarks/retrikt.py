@@ -129,11 +129,13 @@ def main() -> None:
     args = parser.parse_args()
     quiet_transformers()
     summary_file = args.out / "summary.json"
-    rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     for name in args.only or TASKS:
-        rows[name] = run_task(name, args.out)
-        args.out.mkdir(parents=True, exist_ok=True)
+        row = run_task(name, args.out)
+        # read again: other tasks may be running in parallel processes (--only)
+        rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        rows[name] = row
         summary_file.write_text(json.dumps(rows, indent=2))
+    rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
 
     header = [
         "task (dev rows)",
