@@ -138,3 +138,17 @@ def test_store_info_describes_a_sample_store(trained):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "sample store (encoder source" in text and "keys and FAISS index of a trained student" in text
+
+
+def test_unlabeled_in_domain_text_joins_the_store(classifier_teacher_dir, data_dir, tmp_path):
+    recipe = retrikt_recipe(classifier_teacher_dir, data_dir)
+    recipe["stages"] = recipe["stages"][:1]
+    recipe["stages"][0]["knowledge"] = {"copies": 1, "unlabeled": str(data_dir / "held_out.txt")}
+    kdforge.run(validate_recipe(recipe), tmp_path, show=False)
+    store = open_samples(tmp_path / "stages" / "knowledge" / "store")
+    extra = (data_dir / "held_out.txt").read_text().splitlines()
+    assert store.texts[-len(extra) :] == extra
+    tail = slice(len(store) - len(extra), len(store))
+    assert (store.sources[tail] < 0).all()  # each unlabeled text is its own source
+    named = [store.labels.index(name) for name in store.samples["label"][tail]]
+    assert named == store.probs[tail].argmax(-1).tolist()  # it stands for the teacher's label

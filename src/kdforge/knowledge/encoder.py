@@ -18,6 +18,7 @@ import datasets
 import torch
 from rich.progress import track
 
+from kdforge.errors import DataError
 from kdforge.models.text_model import TextModel
 from kdforge.recipe.schema import AugmentSpec
 from kdforge.tasks.augment import Augmenter, WordNeighbours
@@ -65,13 +66,30 @@ def perturbed_copies(
 
 
 def encoder_knowledge(
-    dataset: datasets.Dataset, teacher: TextModel, copies: int, augment: AugmentSpec, seed: int, batch_size: int = 64
+    dataset: datasets.Dataset,
+    teacher: TextModel,
+    copies: int,
+    augment: AugmentSpec,
+    seed: int,
+    unlabeled: datasets.Dataset | None = None,
+    batch_size: int = 64,
 ) -> KnowledgeSamples:
-    """The training rows and their perturbed copies, each with the teacher's soft prediction."""
+    """The training rows, their perturbed copies and any ``unlabeled`` rows, each with the teacher's soft
+    prediction; an unlabeled row stands for the label the teacher gives it, and is its own source."""
     texts, pairs, labels, sources = perturbed_copies(dataset, teacher, copies, augment, seed)
+    extra = 0
+    if unlabeled is not None and len(unlabeled):
+        if (pairs is None) != ("text_pair" not in unlabeled.column_names):
+            raise DataError("knowledge.unlabeled: its rows must be single texts or pairs as the training data's are")
+        extra = len(unlabeled)
+        texts += list(unlabeled["text"])
+        if pairs is not None:
+            pairs += list(unlabeled["text_pair"])
     chunks = []
     for start in track(range(0, len(texts), CHUNK), description="kdforge knowledge: teacher labelling"):
         part = slice(start, start + CHUNK)
         chunks.append(teacher.predict(texts[part], pairs[part] if pairs is not None else None, batch_size))
     probs = torch.softmax(torch.cat(chunks).float(), dim=-1)
+    labels += probs[len(labels) :].argmax(-1).tolist()
+    sources += [-(row + 1) for row in range(len(sources), len(sources) + extra)]
     return KnowledgeSamples(texts, pairs, labels, sources, probs)

@@ -18,6 +18,7 @@ from kdforge.knowledge.encoder import KnowledgeSamples, encoder_knowledge
 from kdforge.models.text_model import TextModel
 from kdforge.recipe.schema import KnowledgeSpec
 from kdforge.store.samples import SampleStore, write_samples
+from kdforge.tasks.data import load_source
 
 
 def extract(
@@ -30,7 +31,12 @@ def extract(
                 "knowledge.source encoder: the teacher labels samples, so it must be a classifier "
                 f"(it is a {teacher.kind}); fine-tune it in an earlier stage, or use source: generative"
             )
-        return encoder_knowledge(dataset, teacher, spec.copies, spec.augment, seed), {}
+        unlabeled = None
+        if spec.unlabeled:
+            parts = [load_source(source, "train") for source in spec.unlabeled]
+            columns = ["text", "text_pair"] if all("text_pair" in p.column_names for p in parts) else ["text"]
+            unlabeled = datasets.concatenate_datasets([p.select_columns(columns) for p in parts])
+        return encoder_knowledge(dataset, teacher, spec.copies, spec.augment, seed, unlabeled), {}
     return generative(spec, teacher, dataset, num_labels, seed)
 
 

@@ -349,7 +349,8 @@ class KnowledgeSpec(Strict):
     """What a ``kind: knowledge`` stage writes into its sample store (RetriKT, arXiv 2310.15594).
 
     ``source: encoder``: the teacher (a classifier) labels every training example and ``copies``
-    perturbed copies of it (``augment``: word replacement / character distortion). ``source:
+    perturbed copies of it (``augment``: word replacement / character distortion), plus any
+    ``unlabeled`` in-domain text. ``source:
     generative``: the teacher is a causal LM; soft prompts are tuned on the labelled examples
     (step 1), refined with PPO (step 2), then ``per_label`` samples per label are generated and
     labelled by the teacher itself (``label_words`` verbalize the labels).
@@ -361,12 +362,21 @@ class KnowledgeSpec(Strict):
         default_factory=lambda: AugmentSpec(share=1.0, probability=0.3),
         description="encoder: how copies are perturbed (share is ignored: every copy is perturbed)",
     )
+    unlabeled: list[DataSource] = Field(
+        default_factory=list,
+        description="encoder: in-domain texts without labels, added as they are (the teacher's argmax is their label)",
+    )
     label_words: list[str] | None = Field(None, description="generative: one word per label, in label order")
     per_label: PositiveInt = Field(200, description="generative: samples generated for each label")
     prompt_tokens: PositiveInt = Field(8, description="generative: soft prompt length")
     prompt_epochs: PositiveInt = Field(5, description="generative: epochs of soft-prompt tuning (step 1)")
     ppo_steps: int = Field(20, ge=0, description="generative: PPO steps on the prompt (step 2); 0 skips it")
     max_new_tokens: PositiveInt = Field(32, description="generative: longest sample")
+
+    @field_validator("unlabeled", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, dict)) else value
 
 
 #: The method a distill stage uses when it lists none (any other task: ``kd``).
