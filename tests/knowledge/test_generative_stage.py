@@ -20,14 +20,15 @@ def toy_teacher(tmp_path_factory):
     return folder
 
 
-def test_knowledge_stage_writes_a_labelled_store_from_generation(toy_teacher, tmp_path):
+def test_knowledge_stage_writes_a_labelled_store_from_generation(toy_teacher, classifier_teacher_dir, tmp_path):
     texts, labels = labelled(16, seed=7)
     (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
     recipe = validate_recipe(
         {
             "name": "toy-generative",
             "task": {"name": "classification", "labels": ["0", "1"]},
-            "data": {"train": str(tmp_path / "train.tsv")},
+            "data": {"train": str(tmp_path / "train.tsv"), "eval": str(tmp_path / "train.tsv")},
+            "training": {"batch_size": 8, "max_steps": 6, "lr": 1e-3},
             "stages": [
                 {
                     "name": "knowledge",
@@ -42,8 +43,16 @@ def test_knowledge_stage_writes_a_labelled_store_from_generation(toy_teacher, tm
                         "ppo_steps": 4,
                         "max_new_tokens": 12,
                     },
-                }
+                },
+                {  # a student learns to retrieve from what the causal LM wrote; nothing reads the LM itself
+                    "name": "student",
+                    "teacher": str(toy_teacher),
+                    "student": str(classifier_teacher_dir),
+                    "data": {"train": "stage:knowledge"},
+                    "methods": [{"name": "retrikt", "k": 4}],
+                },
             ],
+            "output": {"benchmark": False},
         }
     )
     results = kdforge.run(recipe, tmp_path / "out", show=False)
@@ -56,3 +65,6 @@ def test_knowledge_stage_writes_a_labelled_store_from_generation(toy_teacher, tm
     # the teacher classifies its own samples as the label they were written for far more often than chance
     assert summary["teacher_agrees_with_intended_label"] > 70
     assert {"reward_after_prompt_tuning", "reward_after_ppo"} <= summary.keys()
+    # the student stage: scored on its own (a causal LM is no classifier to compare with), store shipped
+    assert results["stages"][1]["metrics"].keys() == {"student"}
+    assert (tmp_path / "out" / "student" / "retrieval" / "store" / "index.faiss").is_file()

@@ -159,6 +159,8 @@ class Pipeline:
     def _load_teachers(self, stage: StageSpec, task: Task) -> list[TextModel]:
         teachers = []
         expected = task.teacher_kind or task.kind
+        # A stage whose methods never read a teacher (retrikt reads its store) keeps it for comparison only.
+        read = any(METHODS.get(m.name).needs_teacher for m in stage.methods) or stage.kind != "distill"
         for spec in stage.teachers:
             teacher = load_trainable(
                 self._model_source(spec.model),
@@ -166,13 +168,13 @@ class Pipeline:
                 trust_remote_code=spec.trust_remote_code,
             )
             task.check_teacher(teacher, spec.model)
-            if expected != "embedding" and teacher.kind != expected:
+            if expected != "embedding" and teacher.kind != expected and read:
                 head = "classification" if expected == "classifier" else expected.replace("_", "-")
                 raise ModelError(
                     f"teacher {spec.model!r} has no {head} head; fine-tune it first "
                     "(a 'kind: finetune' stage) and use stage:NAME as the teacher"
                 )
-            if task.kind == "classifier" and task.num_labels and teacher.num_labels != task.num_labels:
+            if task.kind == teacher.kind == "classifier" and task.num_labels and teacher.num_labels != task.num_labels:
                 raise ModelError(
                     f"teacher {spec.model!r} has {teacher.num_labels} labels but the task has {task.num_labels}"
                 )
@@ -351,7 +353,7 @@ class Pipeline:
         done = folder / "done.json"
         task = TASKS.get(stage.task.name)(stage.task)
         teachers = self._load_teachers(stage, task)
-        teacher = teachers[0] if teachers else None
+        teacher = _comparable(teachers[0] if teachers else None, task)
         if self.finished(index):
             log(f"stage [bold]{stage.name}[/] already finished; reusing {model_dir}")
             student = load_model(str(model_dir), kind=task.kind)
@@ -376,7 +378,7 @@ class Pipeline:
             done.write_text(json.dumps({"fingerprint": stage_fingerprint(self.recipe, index), "training": training}))
             if result.sharded:  # FSDP / ZeRO-3 split the teachers in place: the evaluation needs whole ones
                 teachers = self._load_teachers(stage, task)
-                teacher = teachers[0] if teachers else None
+                teacher = _comparable(teachers[0] if teachers else None, task)
         state.wait_for_everyone()
         self.outputs[stage.name] = model_dir
         return StageOutcome(stage.name, stage, task, teacher, student, result, skipped=False)
@@ -419,6 +421,15 @@ class Pipeline:
             if t and s is not None:
                 results.setdefault("retained_percent", {})[split] = s / t * 100
         return results
+
+
+def _comparable(teacher: TextModel | None, task: Task) -> TextModel | None:
+    """The teacher the evaluation scores next to the student: not one of another kind (a causal LM that
+    wrote a sample store for a classifier student)."""
+    expected = task.teacher_kind or task.kind
+    if teacher is None or expected == "embedding" or teacher.kind == expected:
+        return teacher
+    return None
 
 
 def _sample_store(sources: list[DataSource]) -> SampleStore:
