@@ -22,7 +22,9 @@ def toy_teacher(tmp_path_factory):
 
 def test_knowledge_stage_writes_a_labelled_store_from_generation(toy_teacher, classifier_teacher_dir, tmp_path):
     texts, labels = labelled(16, seed=7)
-    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels)))
+    (tmp_path / "train.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True))
+    )
     recipe = validate_recipe(
         {
             "name": "toy-generative",
