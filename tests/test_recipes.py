@@ -23,4 +23,4 @@ def test_shipped_recipe_validates(path, monkeypatch):
             pytest.skip(f"{SHARED_DATA} is absent")
         monkeypatch.setenv("KDFORGE_DATA", str(SHARED_DATA))
     recipe = load_recipe(path)
-    assert recipe.stages and all(stage.methods or stage.kind == "finetune" for stage in recipe.stages)
+    assert recipe.stages and all(stage.methods or stage.kind != "distill" for stage in recipe.stages)
