@@ -35,10 +35,12 @@ class RetriKT(Method):
     embedding (x itself and samples derived from the same training example left out), weight their
     teacher distributions by ``softmax(cos / tau)`` into p_R(x), predict
     ``p(x) = lambda softmax(z_S(x)) + (1 - lambda) p_R(x)`` (lambda learned) and minimise
-    ``KL(p_T(x) || p(x))``. The student's keys of the store are recomputed every ``refresh_every``
-    steps (default: each epoch). The stage trains on the store itself (``data.train: stage:NAME`` of a
-    ``kind: knowledge`` stage), whose rows carry p_T, so no teacher runs. The trained student ships
-    with the store, its keys and a FAISS index, and searches them at inference (models/retrieval.py).
+    ``KL(p_T(x) || p(x))``; ``student_kd: w`` adds ``w KL(p_T(x) || softmax(z_S(x)))``, plain KD at
+    T = 1 from the stored distributions, on the student's own prediction. The student's keys of the
+    store are recomputed every ``refresh_every`` steps (default: each epoch). The stage trains on the
+    store itself (``data.train: stage:NAME`` of a ``kind: knowledge`` stage), whose rows carry p_T,
+    so no teacher runs. The trained student ships with the store, its keys and a FAISS index, and
+    searches them at inference (models/retrieval.py).
     Classifier students only.
     """
 
@@ -54,6 +56,9 @@ class RetriKT(Method):
         mix: float = Field(0.5, gt=0, lt=1, description="initial lambda, the student's own share (learned)")
         refresh_every: PositiveInt | None = Field(
             None, description="re-embed the store every N steps; default: at the start of each epoch"
+        )
+        student_kd: float = Field(
+            0.0, ge=0, description="weight of KL(p_T || softmax(z_S)) on the student's own prediction (0: paper's loss)"
         )
 
     def __init__(self, args: MethodArgs | None = None, teacher: int = 0) -> None:
@@ -101,4 +106,9 @@ class RetriKT(Method):
             raise IncompatibleError(f"retrikt: training row {int(rows.max())} is not in the store {head.store.folder}")
         exclude = head.sources[rows]
         log_mixture = head.log_probs(student.logits, student.embedding, exclude)
-        return retrikt_loss(log_mixture, head.probs[rows].to(log_mixture.device))
+        teacher_probs = head.probs[rows].to(log_mixture.device)
+        loss = retrikt_loss(log_mixture, teacher_probs)
+        if self.args.student_kd > 0:  # the student's own half learns the teacher too, so lambda mixes two good views
+            own = torch.log_softmax(student.logits.float(), dim=-1)
+            loss = loss + self.args.student_kd * retrikt_loss(own, teacher_probs)
+        return loss
