@@ -143,6 +143,9 @@ def main() -> None:
         rows[name] = row
         summary_file.write_text(json.dumps(rows, indent=2))
     rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    # An earlier run of the recipes with student_kd: 0 (the paper's loss alone), where one was kept.
+    earlier = args.out / "summary-mixture-loss-only.json"
+    mixture_only = json.loads(earlier.read_text()) if earlier.is_file() else {}
 
     header = [
         "task (dev rows)",
@@ -150,6 +153,7 @@ def main() -> None:
         "labels only",
         "plain KD",
         "RetriKT",
+        "RetriKT, mixture loss only",
         "gap closed: KD / RetriKT",
         "agreement with the teacher: labels / KD / RetriKT",
         "student / teacher parameters",
@@ -169,6 +173,7 @@ def main() -> None:
                 r["labels"],
                 r["kd"],
                 r["retrikt"],
+                mixture_only.get(name, {}).get("retrikt", "-"),
                 f"{gap_closed(r, 'kd'):.0f}% / {gap_closed(r, 'retrikt'):.0f}%",
                 " / ".join(f"{a:.1f}" for a in agreements(args.out / name)),
                 f"{r['student_parameters'] / 1e6:.2f}M / {r['teacher_parameters'] / 1e6:.1f}M "
@@ -196,7 +201,9 @@ replacement p = 0.3, character distortion 0.05), labelled by the teacher (knowle
 Student: a pQRNN (no embedding table). Accuracy x100 on the dev/validation split; the three students
 take the same number of optimizer steps; "gap closed" is (student - labels only) / (teacher -
 labels only) (undefined, "nan", where the label-only student already scores as high as the teacher);
-agreement: how often a student's dev prediction equals the teacher's. Latency: batch 1, median of
+agreement: how often a student's dev prediction equals the teacher's. RetriKT is the recipes'
+`retrikt` with `student_kd: 1` (KD on the student's own prediction next to the mixture loss); "mixture
+loss only" is an earlier run with `student_kd: 0`, the paper's loss alone. Latency: batch 1, median of
 {LATENCY_QUERIES} dev queries, exported student with its store (FAISS flat inner-product index) and without it.
 
 {table(header, body)}

@@ -152,3 +152,22 @@ def test_unlabeled_in_domain_text_joins_the_store(classifier_teacher_dir, data_d
     assert (store.sources[tail] < 0).all()  # each unlabeled text is its own source
     named = [store.labels.index(name) for name in store.samples["label"][tail]]
     assert named == store.probs[tail].argmax(-1).tolist()  # it stands for the teacher's label
+
+
+def test_agreement_of_pair_classifiers_reads_both_texts():
+    from kdforge.engine.pipeline import agreement
+
+    class PairModel:
+        kind = "classifier"
+
+        def __init__(self, by_pair: bool) -> None:
+            self.by_pair = by_pair
+
+        def predict(self, texts, pairs=None):
+            key = pairs if self.by_pair else texts
+            return torch.tensor([[1.0, 0.0] if "yes" in k else [0.0, 1.0] for k in key])
+
+    texts, pairs = ["a yes", "b yes", "c no"], ["yes", "no", "no"]
+    # a teacher that reads the second text and a student that reads the first agree on 2 of 3 pairs
+    assert agreement(PairModel(True), PairModel(False), texts, pairs)["prediction_agreement"] == pytest.approx(200 / 3)
+    assert agreement(PairModel(True), PairModel(True), texts, pairs)["prediction_agreement"] == 100

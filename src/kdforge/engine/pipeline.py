@@ -388,12 +388,15 @@ class Pipeline:
         models = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
         metrics: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
         texts: list[str] = []
+        pairs: list[str] | None = None  # the second texts of a pair task, which agreement must see too
         compared = None  # the first evaluation split, where a task measures agreement its own way
         for split, source in (("eval", stage.data.eval), ("test", stage.data.test)):
             if source is None:
                 continue
             ds = task.load_eval(source, "dev" if split == "eval" else "test")
-            texts = texts or list(ds["text"])
+            if not texts:
+                texts = list(ds["text"])
+                pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
             compared = ds if compared is None else compared
             if not task.is_labelled(ds):
                 continue
@@ -401,10 +404,17 @@ class Pipeline:
                 metrics[name][split] = task.evaluate(model, ds, source.describe())
         results: dict = {"metrics": metrics, "primary_metric": task.primary_metric}
         if not texts:
-            texts = list(task.train_dataset(self.train_sources(stage))["text"][:AGREEMENT_SENTENCES])
+            train = task.train_dataset(self.train_sources(stage))
+            train = train.select(range(min(len(train), AGREEMENT_SENTENCES)))
+            texts = list(train["text"])
+            pairs = list(train["text_pair"]) if "text_pair" in train.column_names else None
         if teacher is not None:
             own = task.agreement(teacher, student, compared)
-            results["agreement"] = own if own is not None else agreement(teacher, student, texts[:AGREEMENT_SENTENCES])
+            results["agreement"] = (
+                own
+                if own is not None
+                else agreement(teacher, student, texts[:AGREEMENT_SENTENCES], pairs and pairs[:AGREEMENT_SENTENCES])
+            )
         if measure:
             speed = throughput(models, texts[:SPEED_SENTENCES])
             for name, model in models.items():
@@ -457,10 +467,12 @@ def _weight(weight) -> str:
     return f"{weight:g}"
 
 
-def agreement(teacher: TextModel, student: TextModel, texts: list[str]) -> dict[str, float]:
+def agreement(
+    teacher: TextModel, student: TextModel, texts: list[str], pairs: list[str] | None = None
+) -> dict[str, float]:
     """How closely the student reproduces the teacher on unlabeled text."""
     if teacher.kind == "classifier":
-        same = (teacher.predict(texts).argmax(-1) == student.predict(texts).argmax(-1)).float().mean()
+        same = (teacher.predict(texts, pairs).argmax(-1) == student.predict(texts, pairs).argmax(-1)).float().mean()
         return {"prediction_agreement": float(same) * 100}
     t, s = teacher.encode(texts), student.encode(texts)
     out = {"similarity_spearman": similarity_fidelity(t, s)}
