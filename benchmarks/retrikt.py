@@ -117,10 +117,17 @@ def run_task(name: str, out: Path) -> dict:
     }
 
 
-def agreements(run: Path) -> list[float]:
-    """How often each student predicts what the teacher predicts on the dev split (x100)."""
-    stages = {s["name"]: s for s in json.loads((run / "results.json").read_text())["stages"]}
-    return [stages[n]["agreement"]["prediction_agreement"] for n in ("labels", "kd", "retrikt")]
+def agreements(run: Path, name: str) -> list[float]:
+    """How often each student predicts what the teacher predicts on the dev split (x100), both texts read."""
+    dev = load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
+    texts = list(dev["text"])
+    pairs = list(dev["text_pair"]) if "text_pair" in dev.column_names else None
+    teacher = load_model(str(run / "stages" / "teacher" / "model")).predict(texts, pairs).argmax(-1)
+    shares = []
+    for stage in ("labels", "kd", "retrikt"):
+        student = load_model(str(run / "stages" / stage / "model")).predict(texts, pairs).argmax(-1)
+        shares.append(float((student == teacher).float().mean()) * 100)
+    return shares
 
 
 def gap_closed(row: dict, student: str) -> float:
@@ -175,7 +182,7 @@ def main() -> None:
                 r["retrikt"],
                 mixture_only.get(name, {}).get("retrikt", "-"),
                 f"{gap_closed(r, 'kd'):.0f}% / {gap_closed(r, 'retrikt'):.0f}%",
-                " / ".join(f"{a:.1f}" for a in agreements(args.out / name)),
+                " / ".join(f"{a:.1f}" for a in agreements(args.out / name, name)),
                 f"{r['student_parameters'] / 1e6:.2f}M / {r['teacher_parameters'] / 1e6:.1f}M "
                 f"({r['student_parameters'] / r['teacher_parameters'] * 100:.1f}%)",
                 f"{r['store_samples']:,}, {r['store_megabytes']:.1f}",
