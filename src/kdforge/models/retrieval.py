@@ -52,6 +52,8 @@ class RetrievalHead(nn.Module):
         self.mix_logit = nn.Parameter(torch.tensor(math.log(mix / (1 - mix))))
         self.register_buffer("probs", store.probs.float(), persistent=False)
         self.register_buffer("sources", store.sources, persistent=False)
+        # the most samples one training example has in the store: what a search must skip at worst
+        self.max_siblings = int(torch.unique(store.sources, return_counts=True)[1].max())
         self.keys: Tensor | None = None
         self.index: faiss.Index | None = None
 
@@ -81,30 +83,19 @@ class RetrievalHead(nn.Module):
         query's ``exclude`` value (itself and its perturbed siblings while training) are skipped."""
         if self.index is None:
             raise ModelError("the retrieval index is empty: refresh() it with the student first")
-        extra = 0 if exclude is None else self._max_siblings
+        extra = 0 if exclude is None else self.max_siblings
         found = min(len(self.store), self.k + extra)
         q = F.normalize(queries.detach().float(), dim=-1).cpu().contiguous().numpy()
         _, ids = self.index.search(q, found)
         ids_t = torch.from_numpy(ids.astype(np.int64))
         if exclude is None:
             return ids_t[:, : self.k]
-        keep = self.sources[ids_t.clamp_min(0)].cpu() != exclude.cpu().unsqueeze(1)
-        keep &= ids_t >= 0
-        # the first k kept ids of each row (stable: a kept id's rank among the kept ones)
-        rank = keep.cumsum(1)
-        chosen = torch.zeros(ids_t.shape[0], self.k, dtype=torch.long)
-        for row in range(ids_t.shape[0]):
-            row_ids = ids_t[row][keep[row] & (rank[row] <= self.k)]
-            if row_ids.numel() < self.k:  # a store smaller than k + siblings: repeat the last
-                row_ids = torch.cat([row_ids, row_ids[-1:].expand(self.k - row_ids.numel())])
-            chosen[row] = row_ids
-        return chosen
-
-    @property
-    def _max_siblings(self) -> int:
-        if not hasattr(self, "_siblings"):
-            self._siblings = int(torch.unique(self.sources, return_counts=True)[1].max())
-        return self._siblings
+        keep = (self.sources[ids_t.clamp_min(0)].cpu() != exclude.cpu().unsqueeze(1)) & (ids_t >= 0)
+        # the first k kept ids of each row, in rank order (a stable sort puts the kept ones first); a store
+        # smaller than k + siblings leaves fewer: the last kept one stands in for the missing ones
+        first = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+        slots = torch.minimum(torch.arange(self.k), (keep.sum(1, keepdim=True) - 1).clamp_min(0))
+        return ids_t.gather(1, first.gather(1, slots))
 
     def retrieved(self, embedding: Tensor, exclude: Tensor | None = None) -> Tensor:
         """p_R ``[B, C]``: the similarity-weighted teacher distributions of the neighbours."""
