@@ -159,8 +159,7 @@ class Pipeline:
     def _load_teachers(self, stage: StageSpec, task: Task) -> list[TextModel]:
         teachers = []
         expected = task.teacher_kind or task.kind
-        # A stage whose methods never read a teacher (retrikt reads its store) keeps it for comparison only.
-        read = any(METHODS.get(m.name).needs_teacher for m in stage.methods) or stage.kind != "distill"
+        read = _teacher_is_task_model(stage)
         for spec in stage.teachers:
             teacher = load_trainable(
                 self._model_source(spec.model),
@@ -250,7 +249,7 @@ class Pipeline:
             _check_views(method, pair, where)
             try:
                 method.setup(pair)
-                if getattr(method, "uses_sample_store", False):
+                if method.uses_sample_store:
                     method.attach_store(_sample_store(sources), student.num_labels)
             except IncompatibleError as err:
                 raise IncompatibleError(f"{where}: {err}") from None
@@ -317,39 +316,32 @@ class Pipeline:
 
         stage = self.recipe.stages[index]
         folder = self.out / "stages" / stage.name
+        store = stage_output(self.out, stage)
         done = folder / "done.json"
         if self.finished(index):
-            log(f"stage [bold]{stage.name}[/] already finished; reusing its sample store {folder / 'store'}")
-            self.outputs[stage.name] = folder / "store"
+            log(f"stage [bold]{stage.name}[/] already finished; reusing its sample store {store}")
+            self.outputs[stage.name] = store
             return json.loads(done.read_text())["knowledge"]
         task = TASKS.get(stage.task.name)(stage.task)
-        if stage.knowledge is not None and stage.knowledge.source == "generative":
-            spec = stage.teachers[0]
-            teachers = [
-                load_trainable(
-                    self._model_source(spec.model), kind="causal_lm", trust_remote_code=spec.trust_remote_code
-                )
-            ]
-        else:
-            teachers = self._load_teachers(stage, task)
+        teachers = self._load_teachers(stage, task)
         dataset = task.train_dataset(self.train_sources(stage))
         assert stage.knowledge is not None and getattr(task, "label_names", None) is not None
         seed = stage.training.seed if stage.training.seed is not None else self.recipe.seed
         log(f"stage [bold]{stage.name}[/] (knowledge, {stage.knowledge.source}): {len(dataset):,} training examples")
-        _, summary = build_knowledge(stage.knowledge, teachers[0], dataset, task.label_names, folder / "store", seed)
+        _, summary = build_knowledge(stage.knowledge, teachers[0], dataset, task.label_names, store, seed)
         log(
-            f"sample store {folder / 'store'}: {summary['samples']:,} samples, {summary['store_megabytes']:.1f} MB; "
+            f"sample store {store}: {summary['samples']:,} samples, {summary['store_megabytes']:.1f} MB; "
             f"the teacher agrees with the intended label on {summary['teacher_agrees_with_intended_label']:.1f}%"
         )
         if process_state().is_main_process:
             done.write_text(json.dumps({"fingerprint": stage_fingerprint(self.recipe, index), "knowledge": summary}))
-        self.outputs[stage.name] = folder / "store"
+        self.outputs[stage.name] = store
         return summary
 
     def run_stage(self, index: int) -> StageOutcome:
         stage = self.recipe.stages[index]
         folder = self.out / "stages" / stage.name
-        model_dir = folder / "model"
+        model_dir = stage_output(self.out, stage)
         done = folder / "done.json"
         task = TASKS.get(stage.task.name)(stage.task)
         teachers = self._load_teachers(stage, task)
@@ -431,6 +423,22 @@ class Pipeline:
             if t and s is not None:
                 results.setdefault("retained_percent", {})[split] = s / t * 100
         return results
+
+
+def stage_output(out: Path, stage: StageSpec) -> Path:
+    """What ``stage:NAME`` refers to: the stage's model, or a knowledge stage's sample store."""
+    return out / "stages" / stage.name / ("store" if stage.kind == "knowledge" else "model")
+
+
+def _teacher_is_task_model(stage: StageSpec) -> bool:
+    """Whether the stage's teacher must be a model of the task's kind. Not when nothing reads it as one: a
+    distill stage whose methods all read a sample store (retrikt), a knowledge stage whose causal LM writes
+    the samples (source: generative); the evaluation then scores the student alone (``_comparable``)."""
+    if stage.kind == "knowledge":
+        return stage.knowledge is None or stage.knowledge.source == "encoder"
+    if stage.kind == "distill":
+        return any(METHODS.get(m.name).needs_teacher for m in stage.methods)
+    return True
 
 
 def _comparable(teacher: TextModel | None, task: Task) -> TextModel | None:
@@ -544,8 +552,7 @@ def build_stores(recipe: Recipe, out: str | Path | None = None) -> list[str]:
         if any(t.mode == "cached" for t in stage.teachers):
             stores += pipeline.build_stores(index)
         if pipeline.finished(index):
-            made = "store" if stage.kind == "knowledge" else "model"
-            pipeline.outputs[stage.name] = out / "stages" / stage.name / made
+            pipeline.outputs[stage.name] = stage_output(out, stage)
     return stores
 
 

@@ -116,6 +116,9 @@ class Method(nn.Module, ABC):
     second_view: ClassVar[str | None] = None  # "dropout" or an augmentation: the student also runs on it
     needs_labels: ClassVar[bool] = False
     token_level: ClassVar[bool] = False  # compares token positions: ``check_pair`` requires one tokenization
+    # Trains on a knowledge stage's sample store and retrieves from it (retrikt): the pipeline hands it the
+    # store with ``attach_store(store, num_labels)`` before training.
+    uses_sample_store: ClassVar[bool] = False
     paper: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     registered_name: ClassVar[str]
