@@ -167,7 +167,10 @@ def export_model(
 @app.command()
 def bench(
     models: Annotated[list[str], typer.Argument(help="Model folders (PyTorch or exported ONNX), aliases or hub ids.")],
-    task: Annotated[str | None, typer.Option(help="sts | classification: also measure quality.")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="sts | classification | token_classification | intent_slots: also measure quality."),
+    ] = None,
     data: Annotated[str | None, typer.Option(help="Labelled data file or folder for quality and timing.")] = None,
     split: Annotated[str, typer.Option(help="Split to read when --data is a folder.")] = "test",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for bench.json and bench.png.")] = Path("runs/bench"),

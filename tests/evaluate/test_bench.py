@@ -89,5 +89,5 @@ def test_bench_reports_a_missing_model_in_one_line(tmp_path):
 
 
 def test_bench_measures_quality_only_for_sentence_tasks(embedding_teacher_dir, data_dir):
-    with pytest.raises(KdforgeError, match="quality for sts and classification"):
+    with pytest.raises(KdforgeError, match="quality for sts, classification, token_classification, intent_slots"):
         bench([str(embedding_teacher_dir)], task="ranking", data=DataSource(path=str(data_dir / "sts-dev.csv")))

@@ -272,9 +272,56 @@ def test_save_and_load_give_the_same_two_outputs(architecture, joint_teacher_dir
         torch.testing.assert_close(a, b)
     plain = AutoModel.from_pretrained(folder)  # no remote code: the class is registered when kdforge is imported
     assert type(plain) is JointIntentSlotModel
-    with pytest.raises(ModelError) as caught:
-        export(model, tmp_path / "onnx", "onnx")
-    assert "kind joint" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("architecture", ["bert", "pqrnn"])
+def test_onnx_export_gives_both_heads_and_the_same_scores(architecture, joint_teacher_dir, nlu_dir, tmp_path):
+    from kdforge.engine.pipeline import evaluate_model
+    from kdforge.models.onnx_model import OnnxTextModel
+
+    teacher = load_model(str(joint_teacher_dir))
+    model = teacher if architecture == "bert" else build_student(teacher, StudentSpec(pqrnn=PQRNNSpec(**TINY_PQRNN)))[0]
+    export(model, tmp_path / "pt", "hf")
+    export(model, tmp_path / "onnx", "onnx")
+    export(model, tmp_path / "int8", "onnx-int8")
+    graph = load_model(str(tmp_path / "onnx"))
+    assert isinstance(graph, OnnxTextModel) and graph.kind == "joint"
+    assert graph.config.slot_labels == TAGS and (graph.num_labels, graph.num_slots) == (2, len(TAGS))
+    words = [w for w, _, _ in tagged(9, 9)]  # different lengths: the sequence axis is dynamic
+    for a, b in zip(outputs(model, words), outputs(graph, words), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
+
+    source = src(nlu_dir, split="test")
+    scores = {name: evaluate_model(str(tmp_path / name), "intent_slots", source, "test") for name in ("pt", "onnx")}
+    assert scores["onnx"] == pytest.approx(scores["pt"], abs=1e-9)
+    quantized = evaluate_model(str(tmp_path / "int8"), "intent_slots", source, "test")
+    assert abs(quantized["intent_accuracy"] - scores["pt"]["intent_accuracy"]) <= 100 / 24 + 1e-9  # one sentence
+    assert abs(quantized["slot_f1"] - scores["pt"]["slot_f1"]) <= 10
+
+
+def test_bench_times_and_scores_joint_models_in_both_formats(joint_teacher_dir, nlu_dir, tmp_path):
+    from kdforge.engine.pipeline import evaluate_model
+    from kdforge.evaluate.bench import bench
+
+    export(load_model(str(joint_teacher_dir)), tmp_path / "onnx", "onnx")
+    source = src(nlu_dir, split="test")
+    result = bench(
+        [str(joint_teacher_dir), str(tmp_path / "onnx")],
+        task="intent_slots",
+        data=source,
+        split="test",
+        sentences=24,
+        latency_sentences=4,
+        batch_size=8,
+        rounds=1,
+        threads=1,
+    )
+    pytorch, onnx = result["models"]
+    assert (pytorch["format"], onnx["format"]) == ("pytorch fp32", "onnx fp32")
+    assert result["settings"]["metric"] == "exact_match"
+    expected = evaluate_model(str(joint_teacher_dir), "intent_slots", source, "test")
+    assert pytorch["metrics"] == pytest.approx(expected) and onnx["metrics"] == pytest.approx(expected)
+    assert all(m["sentences_per_second"] > 0 and m["latency_ms_p50"] > 0 for m in result["models"])
 
 
 # --------------------------------------------------------------------------- errors

@@ -319,6 +319,26 @@ def test_kd_brings_a_token_classifier_student_to_its_teacher(tagger_dir, slots_d
     assert "f1" in results["metrics"]["teacher"]["eval"] and "f1_vs_teacher" in results["agreement"]
 
 
+def test_onnx_export_tags_like_the_pytorch_model(tagger_dir, slots_dir, tmp_path):
+    from kdforge.engine.pipeline import evaluate_model
+    from kdforge.export import export
+    from kdforge.models.onnx_model import OnnxTextModel
+
+    model = load_model(str(tagger_dir))
+    export(model, tmp_path / "onnx", "onnx")
+    graph = load_model(str(tmp_path / "onnx"))
+    assert isinstance(graph, OnnxTextModel) and graph.kind == "token_classifier" and graph.num_labels == len(TAGS)
+    words = [w for w, _, _ in tagged(9, 3)]  # different lengths: the sequence axis is dynamic
+    inputs, _ = encode_words(model.tokenizer, words, 32)
+    with torch.no_grad():
+        expected = model.eval()(inputs, frozenset({"logits"})).logits
+    torch.testing.assert_close(graph(inputs, frozenset({"logits"})).logits, expected, atol=1e-4, rtol=0)
+    assert predict_tags(graph, words, TAGS) == predict_tags(model, words, TAGS)
+    source = DataSource.model_validate({"path": str(slots_dir), "split": "test"})
+    onnx_scores = evaluate_model(str(tmp_path / "onnx"), "token_classification", source, "test")
+    assert onnx_scores == pytest.approx(evaluate_model(str(tagger_dir), "token_classification", source, "test"))
+
+
 def test_token_kd_needs_one_tokenization():
     shape = ModelShape("token_classifier", 2, 32, 4, 6, 32, output_size=6)
     with pytest.raises(IncompatibleError, match="tokenize alike"):

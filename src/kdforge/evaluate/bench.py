@@ -36,8 +36,11 @@ from rich.table import Table
 from kdforge.errors import KdforgeError
 from kdforge.recipe.schema import DataSource, TaskSpec
 
-#: Tasks whose models bench times as they are scored: one sentence (pair) in, one embedding or logits row out.
-QUALITY_TASKS = ("sts", "classification")
+#: Tasks whose models bench times as they are scored: one sentence (pair) in, one embedding or logits row
+#: out; or, for taggers and joint intent + slot models, a sentence's words in and their tags (and intent) out.
+QUALITY_TASKS = ("sts", "classification", "token_classification", "intent_slots")
+#: Per-word models, and the views one tagging pass reads from them.
+_TAGGING = {"token_classifier": frozenset({"logits"}), "joint": frozenset({"logits", "token_logits"})}
 #: What the memory column means, for the table and the JSON.
 MEMORY_MEANING = (
     "peak resident memory added by loading the model and running it (batch 1 and batch 64), "
@@ -134,6 +137,11 @@ def _infer(model, texts: list[str], pairs: list[str] | None, batch_size: int) ->
     start = time.perf_counter()
     if model.kind == "classifier":
         model.predict(texts, pairs, batch_size=batch_size)
+    elif model.kind in _TAGGING:  # the path evaluation takes: words in, sub-tokens aligned back to words
+        from kdforge.tasks.token_classification import word_passes
+
+        for _chunk, _starts, views in word_passes(model, [t.split() for t in texts], _TAGGING[model.kind], batch_size):
+            views.logits.argmax(-1)
     else:
         model.encode(texts, batch_size=batch_size)
     return time.perf_counter() - start
@@ -281,7 +289,7 @@ def bench(
     if not sources:
         raise KdforgeError("name at least one model to benchmark")
     if task is not None and task not in QUALITY_TASKS:
-        raise KdforgeError(f"--task: bench measures quality for {' and '.join(QUALITY_TASKS)}, not {task!r}")
+        raise KdforgeError(f"--task: bench measures quality for {', '.join(QUALITY_TASKS)}, not {task!r}")
     metric = TASKS.get(task)(TaskSpec(name=task)).primary_metric if task else None
     texts, pairs = workload_texts(task, data, split, sentences)
     threads = threads or torch.get_num_threads()

@@ -1,11 +1,12 @@
 """Export as ONNX for onnxruntime: one graph from token ids to the final result, fp32 or int8.
 
 The graph ends where kdforge's own inference ends (the pooled, normalized sentence embedding
-of an embedding model, the logits of a classifier), so serving it is the tokenizer plus one
-``session.run``, with no pooling code to re-implement beside it. Batch and sequence axes are
-dynamic. The folder holds ``model.onnx``, the tokenizer and ``kdforge.json`` (kind, pooling,
-normalization, maximum length, whether the tokenizer adds special tokens, label names, input and
-output names).
+of an embedding model, the logits of a classifier, the per-token logits of a tagger, or both of
+a joint intent + slot model's heads), so serving it is the tokenizer plus one ``session.run``,
+with no pooling code to re-implement beside it. Batch and sequence axes are dynamic. The folder
+holds ``model.onnx``, the tokenizer and ``kdforge.json`` (kind, pooling, normalization, maximum
+length, whether the tokenizer adds special tokens, label and slot-tag names, input and output
+names).
 
 ``onnx-int8`` is onnxruntime's dynamic quantization of that graph: int8 weights (one scale per
 output channel) for the matrix multiplications and the embedding tables, activations quantized
@@ -36,23 +37,31 @@ _SAMPLE = ["kdforge exports this sentence to check the graph", "a short one"]
 
 
 class _Graph(nn.Module):
-    """``TextModel.forward`` over positional input tensors, returning the one view that is exported."""
+    """``TextModel.forward`` over positional input tensors, returning the views that are exported."""
 
     def __init__(self, model: TextModel, input_names: list[str]) -> None:
         super().__init__()
         self.model = model
         self.input_names = input_names
-        self.view = OUTPUTS[model.kind]
+        self.views = OUTPUTS[model.kind]
 
-    def forward(self, *inputs: Tensor) -> Tensor:
-        views = self.model.forward(dict(zip(self.input_names, inputs, strict=True)), frozenset({self.view}))
-        return getattr(views, self.view)
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        views = self.model.forward(dict(zip(self.input_names, inputs, strict=True)), frozenset(self.views))
+        return tuple(getattr(views, name) for name in self.views)
+
+
+def _axes(kind: str, inputs: list[str]) -> dict[str, dict[int, str]]:
+    """Dynamic axes: batch and sequence of every input; batch of every output, and sequence of per-token ones."""
+    per_token = {"token_logits"} | ({"logits"} if kind == "token_classifier" else set())
+    outputs = {name: {0: "batch", 1: "sequence"} if name in per_token else {0: "batch"} for name in OUTPUTS[kind]}
+    return {name: {0: "batch", 1: "sequence"} for name in inputs} | outputs
 
 
 def _check_exportable(model: TextModel) -> None:
     if model.kind not in OUTPUTS:
         raise ModelError(
-            f"ONNX export covers embedding models and classifiers; this model is of kind {model.kind} (use format hf)"
+            "ONNX export covers embedding models, classifiers, taggers and joint intent + slot models; "
+            f"this model is of kind {model.kind} (use format hf)"
         )
     placement = model.placement
     if placement is not None and (placement.dtype == "int8" or placement.offloaded):
@@ -66,8 +75,7 @@ def save_onnx(model: TextModel, path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     sample = {k: v.to(model.device) for k, v in model.tokenize(_SAMPLE).items()}
     names = list(sample)
-    output = OUTPUTS[model.kind]
-    axes = {name: {0: "batch", 1: "sequence"} for name in names} | {output: {0: "batch"}}
+    outputs = list(OUTPUTS[model.kind])
     was_training = model.training
     model.eval()
     try:
@@ -80,8 +88,8 @@ def save_onnx(model: TextModel, path: str | Path) -> Path:
                 tuple(sample[name] for name in names),
                 str(path / ONNX_FILE),
                 input_names=names,
-                output_names=[output],
-                dynamic_axes=axes,
+                output_names=outputs,
+                dynamic_axes=_axes(model.kind, names),
                 opset_version=OPSET,
                 do_constant_folding=True,
                 dynamo=False,
@@ -91,10 +99,12 @@ def save_onnx(model: TextModel, path: str | Path) -> Path:
     finally:
         model.train(was_training)
     model.tokenizer.save_pretrained(path)
-    labels = None
-    if model.kind == "classifier":
+    labels = slot_labels = None
+    if model.kind != "embedding":
         id2label = model.hf.config.id2label
         labels = [str(id2label[i]) for i in range(len(id2label))]
+    if model.kind == "joint":
+        slot_labels = [str(tag) for tag in model.hf.config.slot_labels]
     meta = {
         "format": "onnx",
         "kind": model.kind,
@@ -103,8 +113,9 @@ def save_onnx(model: TextModel, path: str | Path) -> Path:
         "max_length": model.max_length,
         "special_tokens": model.special_tokens,  # False for static-embedding students
         "labels": labels,
+        "slot_labels": slot_labels,
         "inputs": names,
-        "output": output,
+        "outputs": outputs,
         "opset": OPSET,
         "teacher_blocks": model.teacher_blocks,
     }

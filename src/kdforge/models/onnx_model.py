@@ -1,11 +1,12 @@
 """``OnnxTextModel``: an exported ONNX folder, scored and timed like a ``TextModel``.
 
-``kdforge export --format onnx | onnx-int8`` writes ``model.onnx`` (a graph whose output is the
-final result: the pooled, normalized sentence embedding, or the classifier's logits), the
-tokenizer and ``kdforge.json``. This class runs that folder with onnxruntime behind the same
-``tokenize``/``encode``/``predict`` interface as ``TextModel``, so ``kdforge eval`` and
-``kdforge bench`` measure the deployed artefact itself rather than the PyTorch model it came from.
-It is for inference only: it cannot teach or be trained.
+``kdforge export --format onnx | onnx-int8`` writes ``model.onnx`` (a graph whose outputs are the
+final result: the pooled, normalized sentence embedding, a classifier's logits, a tagger's
+per-token logits, or a joint model's intent and slot logits), the tokenizer and ``kdforge.json``.
+This class runs that folder with onnxruntime behind the same ``tokenize``/``encode``/``predict``
+interface as ``TextModel``, and the same ``model(inputs, needs) -> Views`` call that tagging and
+joint evaluation use, so ``kdforge eval`` and ``kdforge bench`` measure the deployed artefact itself
+rather than the PyTorch model it came from. It is for inference only: it cannot teach or be trained.
 """
 
 from __future__ import annotations
@@ -21,10 +22,17 @@ from torch import Tensor
 from kdforge.errors import ModelError
 from kdforge.models.loading import META_FILE
 from kdforge.models.text_model import Kind, in_length_order
+from kdforge.models.views import Views
 
 ONNX_FILE = "model.onnx"
-#: The kinds whose result the exported graph outputs in one call, and that output's name.
-OUTPUTS: dict[str, str] = {"embedding": "embedding", "classifier": "logits"}
+#: The kinds whose result the exported graph outputs in one call, and the views it outputs (graph
+#: outputs carry the view names). A token classifier's ``logits`` are per token ``[B, T, C]``.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "embedding": ("embedding",),
+    "classifier": ("logits",),
+    "token_classifier": ("logits",),
+    "joint": ("logits", "token_logits"),
+}
 #: The ``format`` that ``kdforge.json`` of an exported ONNX folder records.
 FORMATS = ("onnx", "onnx-int8")
 _FLOATS = {1, 10, 16}  # onnx TensorProto FLOAT, FLOAT16, BFLOAT16
@@ -64,8 +72,11 @@ class OnnxTextModel:
         self.special_tokens: bool = meta.get("special_tokens", True)
         self.teacher_blocks: list[int] | None = meta.get("teacher_blocks")
         labels = meta.get("labels") or []
-        # Tasks read label names from ``model.hf.config.id2label`` as they do for a TextModel.
+        # Tasks read label names from ``model.hf.config`` (``id2label``, a joint model's ``slot_labels``)
+        # as they do for a TextModel.
         self.config = PretrainedConfig(id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+        self.config.slot_labels = list(meta.get("slot_labels") or [])
+        self.training = False  # what ``word_passes`` saves and restores around evaluation
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the same CPU share as a PyTorch model gets
@@ -78,7 +89,12 @@ class OnnxTextModel:
         except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
             raise ModelError(f"{self.name}: onnxruntime cannot load {ONNX_FILE}: {str(err).splitlines()[0]}") from err
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_name = self.session.get_outputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        if self.output_names[: len(OUTPUTS[self.kind])] != list(OUTPUTS[self.kind]):
+            raise ModelError(
+                f"{self.name}: the graph outputs {', '.join(self.output_names)}, "
+                f"but a {self.kind} graph outputs {', '.join(OUTPUTS[self.kind])}"
+            )
 
     @property
     def hf(self) -> OnnxTextModel:
@@ -87,7 +103,11 @@ class OnnxTextModel:
 
     @property
     def num_labels(self) -> int | None:
-        return len(self.config.id2label) if self.kind == "classifier" else None
+        return len(self.config.id2label) if self.kind != "embedding" else None
+
+    @property
+    def num_slots(self) -> int | None:
+        return len(self.config.slot_labels) if self.kind == "joint" else None
 
     @property
     def device(self) -> torch.device:
@@ -121,9 +141,27 @@ class OnnxTextModel:
         return dict(encoded)
 
     def run(self, inputs: dict[str, Tensor]) -> Tensor:
-        """One session call on tokenized inputs: the graph's output (embedding or logits)."""
-        feed = {name: inputs[name].numpy().astype(np.int64, copy=False) for name in self.input_names}
-        return torch.from_numpy(self.session.run([self.output_name], feed)[0])
+        """One session call on tokenized inputs: the graph's first output (embedding or logits)."""
+        return self.forward(inputs).require(self.output_names[0], self.name)
+
+    def forward(self, inputs: dict[str, Tensor], needs: frozenset[str] = frozenset()) -> Views:
+        """Every output of one session call, as ``TextModel.forward`` gives them (``needs`` is moot:
+        the graph computes all of its outputs anyway)."""
+        feed = {name: inputs[name].cpu().numpy().astype(np.int64, copy=False) for name in self.input_names}
+        outputs = self.session.run(self.output_names, feed)
+        views = Views(attention_mask=inputs["attention_mask"])
+        for name, value in zip(self.output_names, outputs, strict=True):
+            setattr(views, name, torch.from_numpy(value))
+        return views
+
+    __call__ = forward
+
+    def eval(self) -> OnnxTextModel:
+        return self
+
+    def train(self, mode: bool = True) -> OnnxTextModel:
+        """A no-op beside ``eval``: the graph has no training mode (callers restore ``training`` with it)."""
+        return self
 
     def _batched(self, texts: Sequence[str], pairs: Sequence[str] | None, batch_size: int) -> Tensor:
         # Sorted by length as TextModel does, so padding (and timing) compares like with like.
