@@ -131,6 +131,6 @@ def test_an_onnx_folder_is_for_inference_only(classifier, tmp_path):
 def test_language_models_do_not_export_to_onnx(embedding_teacher_dir, tmp_path):
     model = load_model(str(embedding_teacher_dir), kind="masked_lm")
     with pytest.raises(
-        ModelError, match="classifiers, taggers and joint intent \+ slot models; this model is of kind masked_lm"
+        ModelError, match=r"classifiers, taggers and joint intent \+ slot models; this model is of kind masked_lm"
     ):
         export(model, tmp_path / "mlm", "onnx")
