@@ -130,6 +130,22 @@ def agreements(run: Path, name: str) -> list[float]:
     return shares
 
 
+def halves(run: Path, name: str) -> tuple[float, float]:
+    """Dev accuracy (x100) of the RetriKT student's two halves on their own: its own head, and the
+    similarity-weighted teacher distributions it retrieves (what the learned mixture combines)."""
+    dev = load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
+    texts = list(dev["text"])
+    pairs = list(dev["text_pair"]) if "text_pair" in dev.column_names else None
+    student = load_model(str(run / "stages" / "retrikt" / "model"))
+    head, student.retrieval = student.retrieval, None
+    own = student.predict(texts, pairs).argmax(-1)
+    with torch.no_grad():
+        retrieved = head.retrieved(student.encode(texts, pairs=pairs)).argmax(-1)
+    names = [str(student.config.id2label[i]) for i in range(student.num_labels)]
+    gold = torch.tensor([names.index(str(label)) for label in dev["label"]])
+    return float((own == gold).float().mean()) * 100, float((retrieved == gold).float().mean()) * 100
+
+
 def gap_closed(row: dict, student: str) -> float:
     gap = row["teacher"] - row["labels"]
     return (row[student] - row["labels"]) / gap * 100 if gap > 0 else float("nan")
@@ -161,6 +177,7 @@ def main() -> None:
         "plain KD",
         "RetriKT",
         "RetriKT, mixture loss only",
+        "RetriKT's own head / its retrieval alone",
         "gap closed: KD / RetriKT",
         "agreement with the teacher: labels / KD / RetriKT",
         "student / teacher parameters",
@@ -181,6 +198,7 @@ def main() -> None:
                 r["kd"],
                 r["retrikt"],
                 mixture_only.get(name, {}).get("retrikt", "-"),
+                " / ".join(f"{a:.2f}" for a in halves(args.out / name, name)),
                 f"{gap_closed(r, 'kd'):.0f}% / {gap_closed(r, 'retrikt'):.0f}%",
                 " / ".join(f"{a:.1f}" for a in agreements(args.out / name, name)),
                 f"{r['student_parameters'] / 1e6:.2f}M / {r['teacher_parameters'] / 1e6:.1f}M "
@@ -212,6 +230,7 @@ agreement: how often a student's dev prediction equals the teacher's. RetriKT is
 `retrikt` with `student_kd: 1` (KD on the student's own prediction next to the mixture loss); "mixture
 loss only" is an earlier run with `student_kd: 0`, the paper's loss alone. Latency: batch 1, median of
 {LATENCY_QUERIES} dev queries, exported student with its store (FAISS flat inner-product index) and without it.
+"Own head / retrieval alone": the trained RetriKT student's two halves scored separately (lambda = 1 and 0).
 
 {table(header, body)}
 
