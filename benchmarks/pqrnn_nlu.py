@@ -102,7 +102,8 @@ projection, no embedding table, 2 bidirectional QRNN layers): `kd` + `ce` on eac
 distortion on half the rows, 60 epochs, the slot head's `kd` at weight 2. Dev = `valid`, test = `test`;
 x100; exact match = intent and every tag right. Throughput: batch 64 in the same run. The earlier recipe
 (20 epochs, slot `kd` at weight 1) kept 93.5% of the teacher's test slot F1 on both (ATIS 86.98, SNIPS
-86.22); the two changes were made together, so how much each contributes is not measured.
+86.22). The epochs are what matters: on ATIS, 60 epochs with the slot `kd` at weight 1 give 93.04 test slot
+F1 (100.0%), intent accuracy 97.09 and exact match 80.40 (one run, `runs/atis-ep60-w1`), as good as weight 2.
 
 {table(header, lines)}
 
