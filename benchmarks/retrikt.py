@@ -31,7 +31,7 @@ from kdforge.models import load_model
 from kdforge.models.loading import quiet_transformers
 from kdforge.recipe import load_recipe
 from kdforge.recipe.schema import Recipe
-from kdforge.tasks.data import load_source
+from kdforge.tasks.data import load_source, texts_and_pairs
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TASKS = {"cb": "SuperGLUE CB", "rte": "GLUE RTE", "copa": "COPA", "mrpc": "GLUE MRPC"}
@@ -99,8 +99,7 @@ def run_task(name: str, out: Path) -> dict:
     accuracy = {n: by_stage[n]["metrics"]["student"]["eval"]["accuracy"] for n in ("labels", "kd", "retrikt")}
     teacher = by_stage["retrikt"]["metrics"]["teacher"]["eval"]["accuracy"]
     dev = load_source(recipe.stages[0].data.eval, "dev")
-    pairs = list(dev["text_pair"]) if "text_pair" in dev.column_names else None
-    latency = latency_added(target / "student", list(dev["text"]), pairs)
+    latency = latency_added(target / "student", *texts_and_pairs(dev))
     store = by_stage["knowledge"]
     return {
         "task": name,
@@ -117,33 +116,23 @@ def run_task(name: str, out: Path) -> dict:
     }
 
 
-def agreements(run: Path, name: str) -> list[float]:
-    """How often each student predicts what the teacher predicts on the dev split (x100), both texts read."""
-    dev = load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
-    texts = list(dev["text"])
-    pairs = list(dev["text_pair"]) if "text_pair" in dev.column_names else None
-    teacher = load_model(str(run / "stages" / "teacher" / "model")).predict(texts, pairs).argmax(-1)
-    shares = []
-    for stage in ("labels", "kd", "retrikt"):
-        student = load_model(str(run / "stages" / stage / "model")).predict(texts, pairs).argmax(-1)
-        shares.append(float((student == teacher).float().mean()) * 100)
-    return shares
-
-
-def halves(run: Path, name: str) -> tuple[float, float]:
-    """Dev accuracy (x100) of the RetriKT student's two halves on their own: its own head, and the
+def dev_figures(run: Path, name: str) -> tuple[list[float], tuple[float, float]]:
+    """On the dev split (x100): how often each student predicts what the teacher predicts, both texts
+    read; and the accuracy of the RetriKT student's two halves on their own: its own head, and the
     similarity-weighted teacher distributions it retrieves (what the learned mixture combines)."""
     dev = load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
-    texts = list(dev["text"])
-    pairs = list(dev["text_pair"]) if "text_pair" in dev.column_names else None
-    student = load_model(str(run / "stages" / "retrikt" / "model"))
-    head, student.retrieval = student.retrieval, None
-    own = student.predict(texts, pairs).argmax(-1)
+    texts, pairs = texts_and_pairs(dev)
+    teacher = load_model(str(run / "stages" / "teacher" / "model")).predict(texts, pairs).argmax(-1)
+    students = {stage: load_model(str(run / "stages" / stage / "model")) for stage in ("labels", "kd", "retrikt")}
+    shares = [float((s.predict(texts, pairs).argmax(-1) == teacher).float().mean()) * 100 for s in students.values()]
+    retrikt = students["retrikt"]
+    head, retrikt.retrieval = retrikt.retrieval, None
+    own = retrikt.predict(texts, pairs).argmax(-1)
     with torch.no_grad():
-        retrieved = head.retrieved(student.encode(texts, pairs=pairs)).argmax(-1)
-    names = [str(student.config.id2label[i]) for i in range(student.num_labels)]
+        retrieved = head.retrieved(retrikt.encode(texts, pairs=pairs)).argmax(-1)
+    names = [str(retrikt.config.id2label[i]) for i in range(retrikt.num_labels)]
     gold = torch.tensor([names.index(str(label)) for label in dev["label"]])
-    return float((own == gold).float().mean()) * 100, float((retrieved == gold).float().mean()) * 100
+    return shares, (float((own == gold).float().mean()) * 100, float((retrieved == gold).float().mean()) * 100)
 
 
 def gap_closed(row: dict, student: str) -> float:
@@ -189,6 +178,7 @@ def main() -> None:
         if name not in rows:
             continue
         r = rows[name]
+        shares, halves = dev_figures(args.out / name, name)
         closed.append(gap_closed(r, "retrikt"))
         body.append(
             [
@@ -198,9 +188,9 @@ def main() -> None:
                 r["kd"],
                 r["retrikt"],
                 mixture_only.get(name, {}).get("retrikt", "-"),
-                " / ".join(f"{a:.2f}" for a in halves(args.out / name, name)),
+                " / ".join(f"{a:.2f}" for a in halves),
                 f"{gap_closed(r, 'kd'):.0f}% / {gap_closed(r, 'retrikt'):.0f}%",
-                " / ".join(f"{a:.1f}" for a in agreements(args.out / name, name)),
+                " / ".join(f"{a:.1f}" for a in shares),
                 f"{r['student_parameters'] / 1e6:.2f}M / {r['teacher_parameters'] / 1e6:.1f}M "
                 f"({r['student_parameters'] / r['teacher_parameters'] * 100:.1f}%)",
                 f"{r['store_samples']:,}, {r['store_megabytes']:.1f}",

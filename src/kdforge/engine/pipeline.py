@@ -34,6 +34,7 @@ from kdforge.recipe.schema import STAGE_PREFIX, DataSource, Recipe, StageSpec
 from kdforge.schedules import Schedule
 from kdforge.store.samples import SampleStore, is_sample_store, open_samples
 from kdforge.tasks import TASKS, Task
+from kdforge.tasks.data import texts_and_pairs
 
 console = Console(stderr=True)
 SPEED_SENTENCES = 512
@@ -387,8 +388,7 @@ class Pipeline:
                 continue
             ds = task.load_eval(source, "dev" if split == "eval" else "test")
             if not texts:
-                texts = list(ds["text"])
-                pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+                texts, pairs = texts_and_pairs(ds)
             compared = ds if compared is None else compared
             if not task.is_labelled(ds):
                 continue
@@ -397,9 +397,7 @@ class Pipeline:
         results: dict = {"metrics": metrics, "primary_metric": task.primary_metric}
         if not texts:
             train = task.train_dataset(self.train_sources(stage))
-            train = train.select(range(min(len(train), AGREEMENT_SENTENCES)))
-            texts = list(train["text"])
-            pairs = list(train["text_pair"]) if "text_pair" in train.column_names else None
+            texts, pairs = texts_and_pairs(train.select(range(min(len(train), AGREEMENT_SENTENCES))))
         if teacher is not None:
             own = task.agreement(teacher, student, compared)
             results["agreement"] = (

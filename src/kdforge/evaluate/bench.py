@@ -39,8 +39,6 @@ from kdforge.recipe.schema import DataSource, TaskSpec
 #: Tasks whose models bench times as they are scored: one sentence (pair) in, one embedding or logits row
 #: out; or, for taggers and joint intent + slot models, a sentence's words in and their tags (and intent) out.
 QUALITY_TASKS = ("sts", "classification", "token_classification", "intent_slots")
-#: Per-word models, and the views one tagging pass reads from them.
-_TAGGING = {"token_classifier": frozenset({"logits"}), "joint": frozenset({"logits", "token_logits"})}
 #: What the memory column means, for the table and the JSON.
 MEMORY_MEANING = (
     "peak resident memory added by loading the model and running it (batch 1 and batch 64), "
@@ -137,11 +135,16 @@ def _infer(model, texts: list[str], pairs: list[str] | None, batch_size: int) ->
     start = time.perf_counter()
     if model.kind == "classifier":
         model.predict(texts, pairs, batch_size=batch_size)
-    elif model.kind in _TAGGING:  # the path evaluation takes: words in, sub-tokens aligned back to words
-        from kdforge.tasks.token_classification import word_passes
+    elif model.kind in ("token_classifier", "joint"):  # evaluation's own path: words in, each word's tag out
+        from kdforge.tasks.intent_slots import predict_joint
+        from kdforge.tasks.token_classification import predict_tags
 
-        for _chunk, _starts, views in word_passes(model, [t.split() for t in texts], _TAGGING[model.kind], batch_size):
-            views.logits.argmax(-1)
+        words = [t.split() for t in texts]
+        tags = [str(model.config.id2label[i]) for i in range(model.num_labels)]  # intents, for a joint model
+        if model.kind == "joint":
+            predict_joint(model, words, tags, list(model.config.slot_labels), batch_size)
+        else:
+            predict_tags(model, words, tags, batch_size)
     else:
         model.encode(texts, batch_size=batch_size)
     return time.perf_counter() - start
@@ -255,10 +258,10 @@ def workload_texts(
 
         return packaged_sentences()[:count], None
     from kdforge.tasks import TASKS
+    from kdforge.tasks.data import texts_and_pairs
 
     ds = TASKS.get(task)(TaskSpec(name=task)).load_eval(data, split)
-    texts = list(ds["text"])
-    pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+    texts, pairs = texts_and_pairs(ds)
     if TASKS.get(task).kind == "embedding" or pairs is None:
         return (texts + (pairs or []))[:count], None
     return texts[:count], pairs[:count]

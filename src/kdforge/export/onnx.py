@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from kdforge.errors import ModelError
 from kdforge.models.loading import META_FILE
 from kdforge.models.onnx_model import ONNX_FILE, OUTPUTS
-from kdforge.models.text_model import TextModel
+from kdforge.models.text_model import PER_TOKEN, TextModel
 
 #: ONNX opset of the exported graphs: has LayerNormalization, and every onnxruntime since 1.14 runs it.
 OPSET = 17
@@ -52,7 +52,7 @@ class _Graph(nn.Module):
 
 def _axes(kind: str, inputs: list[str]) -> dict[str, dict[int, str]]:
     """Dynamic axes: batch and sequence of every input; batch of every output, and sequence of per-token ones."""
-    per_token = {"token_logits"} | ({"logits"} if kind == "token_classifier" else set())
+    per_token = {"token_logits"} | ({"logits"} if kind in PER_TOKEN else set())
     outputs = {name: {0: "batch", 1: "sequence"} if name in per_token else {0: "batch"} for name in OUTPUTS[kind]}
     return {name: {0: "batch", 1: "sequence"} for name in inputs} | outputs
 

@@ -53,6 +53,11 @@ def load_source(source: DataSource, split: str | None = None) -> datasets.Datase
     return datasets.Dataset.from_list(_normalize(rows, source, where))
 
 
+def texts_and_pairs(ds: datasets.Dataset) -> tuple[list[str], list[str] | None]:
+    """The first texts of a dataset's rows, and the second ones where it holds sentence pairs."""
+    return list(ds["text"]), list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+
+
 def read_rows(source: DataSource, split: str | None = None) -> tuple[list[dict], str]:
     """The source's rows with their columns as written (``limit`` at most), and the file they came from.
 
