@@ -70,3 +70,56 @@ def test_knowledge_stage_writes_a_labelled_store_from_generation(toy_teacher, cl
     # the student stage: scored on its own (a causal LM is no classifier to compare with), store shipped
     assert results["stages"][1]["metrics"].keys() == {"student"}
     assert (tmp_path / "out" / "student" / "retrieval" / "store" / "index.faiss").is_file()
+
+
+def test_a_knowledge_stage_killed_while_writing_resumes_from_its_ppo_prompt(toy_teacher, tmp_path, monkeypatch, capsys):
+    import kdforge.knowledge.generative as generative
+    import kdforge.knowledge.stage as stage
+
+    texts, labels = labelled(8, seed=7)
+    (tmp_path / "train.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True))
+    )
+    recipe = validate_recipe(
+        {
+            "name": "toy-generative-resume",
+            "task": {"name": "classification", "labels": ["0", "1"]},
+            "data": {"train": str(tmp_path / "train.tsv"), "eval": str(tmp_path / "train.tsv")},
+            "stages": [
+                {
+                    "name": "knowledge",
+                    "kind": "knowledge",
+                    "teacher": str(toy_teacher),
+                    "knowledge": {
+                        "source": "generative",
+                        "label_words": LABELS,
+                        "per_label": 8,
+                        "prompt_tokens": 4,
+                        "prompt_epochs": 1,
+                        "ppo_steps": 2,
+                        "max_new_tokens": 8,
+                    },
+                }
+            ],
+            "output": {"benchmark": False},
+        }
+    )
+    with monkeypatch.context() as patch:
+
+        def killed(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        patch.setattr(stage, "write_samples", killed)
+        with pytest.raises(KeyboardInterrupt):
+            kdforge.run(recipe, tmp_path / "out", show=False)
+    checkpoints = tmp_path / "out" / "stages" / "knowledge" / "checkpoints"
+    assert (checkpoints / "ppo-refined.json").is_file()
+
+    def refused(*args, **kwargs):
+        raise AssertionError("PPO ran again")
+
+    monkeypatch.setattr(generative, "ppo_refine", refused)
+    capsys.readouterr()
+    results = kdforge.run(recipe, tmp_path / "out", show=False)
+    assert "resuming RetriKT's knowledge extraction from the ppo-refined prompt" in capsys.readouterr().err
+    assert results["stages"][0]["samples"] == len(open_samples(tmp_path / "out" / "stages" / "knowledge" / "store"))

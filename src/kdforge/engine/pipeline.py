@@ -313,6 +313,7 @@ class Pipeline:
 
     def run_knowledge(self, index: int) -> dict:
         """A ``kind: knowledge`` stage: the teacher fills a sample store (kdforge/knowledge); returns its summary."""
+        from kdforge.knowledge.checkpoints import PromptCheckpoints
         from kdforge.knowledge.stage import build_knowledge
 
         stage = self.recipe.stages[index]
@@ -329,7 +330,10 @@ class Pipeline:
         assert stage.knowledge is not None and getattr(task, "label_names", None) is not None
         seed = stage.training.seed if stage.training.seed is not None else self.recipe.seed
         log(f"stage [bold]{stage.name}[/] (knowledge, {stage.knowledge.source}): {len(dataset):,} training examples")
-        _, summary = build_knowledge(stage.knowledge, teachers[0], dataset, task.label_names, store, seed)
+        checkpoints = PromptCheckpoints(folder / "checkpoints", stage_fingerprint(self.recipe, index))
+        _, summary = build_knowledge(
+            stage.knowledge, teachers[0], dataset, task.label_names, store, seed, checkpoints, log
+        )
         log(
             f"sample store {store}: {summary['samples']:,} samples, {summary['store_megabytes']:.1f} MB; "
             f"the teacher agrees with the intended label on {summary['teacher_agrees_with_intended_label']:.1f}%"

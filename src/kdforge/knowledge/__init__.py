@@ -4,6 +4,7 @@ RetriKT (arXiv 2310.15594) has a causal-LM teacher write labelled samples after 
 tuning (step 1) and PPO on the soft prompt (step 2); the teacher labels them itself.
 """
 
+from kdforge.knowledge.checkpoints import PromptCheckpoints
 from kdforge.knowledge.generative import GeneratedKnowledge, GenerativeSettings, extract_knowledge, teacher_probs
 from kdforge.knowledge.ppo import clipped_surrogate, ppo_refine, whiten
 from kdforge.knowledge.prompt_tuning import prompt_embedding, prompt_loss, tune_prompt
@@ -15,6 +16,7 @@ __all__ = [
     "SEPARATOR",
     "GenerativeSettings",
     "GeneratedKnowledge",
+    "PromptCheckpoints",
     "Rollout",
     "clipped_surrogate",
     "confidence_reward",

@@ -15,17 +15,19 @@ prompt), so the labels are the teacher's knowledge, not the prompt's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from peft import PeftModel
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from kdforge.errors import DataError
+from kdforge.errors import CheckpointError, DataError
+from kdforge.knowledge.checkpoints import PromptCheckpoints
 from kdforge.knowledge.lm import ensure_causal_lm, eos_id
 from kdforge.knowledge.ppo import ppo_refine
-from kdforge.knowledge.prompt_tuning import label_prefix_ids, tune_prompt
+from kdforge.knowledge.prompt_tuning import label_prefix_ids, prompt_embedding, tune_prompt
 from kdforge.knowledge.reward import DIVERSITY_WEIGHT, MIN_WORDS, reward
 from kdforge.knowledge.sampling import generate_samples
 from kdforge.knowledge.verbalizer import label_token_ids, lm_label_probs
@@ -110,14 +112,19 @@ def extract_knowledge(
     train_labels: Sequence[int],
     label_words: Sequence[str],
     settings: GenerativeSettings | None = None,
+    checkpoints: PromptCheckpoints | None = None,
+    log: Callable[[str], None] = lambda message: None,
 ) -> GeneratedKnowledge:
     """Run RetriKT steps 1 and 2 on ``lm`` and write ``per_label`` teacher-labelled samples per label.
 
     ``lm``'s weights are never changed (they are frozen: ``requires_grad`` is turned off).
     Samples under ``min_words`` words are dropped, so at most ``per_label * C`` are returned.
+    With ``checkpoints``, the prompt is saved after each step and a rerun starts after the last
+    step it finds; the samples are the same as an uninterrupted run's (every sampling is seeded).
     """
     s = settings or GenerativeSettings()
     _validate(lm, tokenizer, train_texts, train_labels, label_words)
+    resumed = checkpoints.latest() if checkpoints is not None else None
     peft_model = tune_prompt(
         lm,
         tokenizer,
@@ -125,12 +132,17 @@ def extract_knowledge(
         train_labels,
         label_words,
         num_virtual_tokens=s.num_virtual_tokens,
-        epochs=s.sft_epochs,
+        epochs=0 if resumed else s.sft_epochs,
         lr=s.sft_lr,
         batch_size=s.sft_batch_size,
         seed=s.seed,
         progress=s.progress,
     )
+    report: dict = {}
+    if resumed:
+        step, prompt, report = resumed
+        _restore_prompt(peft_model, prompt, step, checkpoints)
+        log(f"resuming RetriKT's knowledge extraction from the {step} prompt in {checkpoints.folder}")
 
     def reward_fn(texts: list[str], intended: list[int]) -> Tensor:
         probs = teacher_probs(peft_model, tokenizer, texts, label_words, s.batch_size)
@@ -145,25 +157,42 @@ def extract_knowledge(
     def mean_reward() -> float:
         return float(reward_fn(*sample(s.eval_per_label, s.seed + _EVAL_SEED)).mean())
 
-    after_sft = mean_reward()
-    history = ppo_refine(
-        peft_model,
-        tokenizer,
-        label_words,
-        reward_fn,
-        s.ppo_steps,
-        s.rollouts_per_step,
-        ppo_epochs=s.ppo_epochs,
-        lr=s.ppo_lr,
-        clip=s.clip,
-        kl_beta=s.kl_beta,
-        max_new_tokens=s.max_new_tokens,
-        seed=s.seed,
-        progress=s.progress,
-    )
-    after_ppo = mean_reward()
+    if "after_sft" not in report:
+        report = {"after_sft": mean_reward()}
+        if checkpoints is not None:
+            checkpoints.save("prompt-tuned", prompt_embedding(peft_model), report)
+    if "after_ppo" not in report:
+        history = ppo_refine(
+            peft_model,
+            tokenizer,
+            label_words,
+            reward_fn,
+            s.ppo_steps,
+            s.rollouts_per_step,
+            ppo_epochs=s.ppo_epochs,
+            lr=s.ppo_lr,
+            clip=s.clip,
+            kl_beta=s.kl_beta,
+            max_new_tokens=s.max_new_tokens,
+            seed=s.seed,
+            progress=s.progress,
+        )
+        report = {**report, "after_ppo": mean_reward(), "history": history}
+        if checkpoints is not None:
+            checkpoints.save("ppo-refined", prompt_embedding(peft_model), report)
     texts, intended = sample(s.per_label, s.seed + _STORE_SEED)
     kept = [i for i, text in enumerate(texts) if len(text.split()) >= s.min_words]
     texts, intended = [texts[i] for i in kept], [intended[i] for i in kept]
     probs = teacher_probs(peft_model, tokenizer, texts, label_words, s.batch_size)
-    return GeneratedKnowledge(texts, intended, probs, after_sft, after_ppo, history)
+    return GeneratedKnowledge(texts, intended, probs, report["after_sft"], report["after_ppo"], report["history"])
+
+
+def _restore_prompt(peft_model: PeftModel, prompt: Tensor, step: str, checkpoints: PromptCheckpoints) -> None:
+    target = prompt_embedding(peft_model)
+    if prompt.shape != target.shape:
+        raise CheckpointError(
+            f"the {step} prompt in {checkpoints.folder} is {tuple(prompt.shape)}, this teacher's is "
+            f"{tuple(target.shape)}; delete the folder to start the knowledge stage over"
+        )
+    with torch.no_grad():
+        target.copy_(prompt.to(target.device, target.dtype))

@@ -8,12 +8,14 @@ PPO-refined generation), and the store keeps them for the students that retrieve
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import torch
 
 from kdforge.errors import ModelError
+from kdforge.knowledge.checkpoints import PromptCheckpoints
 from kdforge.knowledge.encoder import KnowledgeSamples, encoder_knowledge
 from kdforge.models.text_model import TextModel
 from kdforge.recipe.schema import KnowledgeSpec
@@ -22,9 +24,19 @@ from kdforge.tasks.data import load_source
 
 
 def extract(
-    spec: KnowledgeSpec, teacher: TextModel, dataset: datasets.Dataset, num_labels: int, seed: int
+    spec: KnowledgeSpec,
+    teacher: TextModel,
+    dataset: datasets.Dataset,
+    num_labels: int,
+    seed: int,
+    checkpoints: PromptCheckpoints | None = None,
+    log: Callable[[str], None] = lambda message: None,
 ) -> tuple[KnowledgeSamples, dict]:
-    """The samples of ``spec.source`` and what the source reports about itself."""
+    """The samples of ``spec.source`` and what the source reports about itself.
+
+    ``checkpoints`` lets the generative source resume after a finished step; the encoder source
+    labels its samples in minutes and simply reruns.
+    """
     if spec.source == "encoder":
         if teacher.kind != "classifier":
             raise ModelError(
@@ -37,11 +49,17 @@ def extract(
             columns = ["text", "text_pair"] if all("text_pair" in p.column_names for p in parts) else ["text"]
             unlabeled = datasets.concatenate_datasets([p.select_columns(columns) for p in parts])
         return encoder_knowledge(dataset, teacher, spec.copies, spec.augment, seed, unlabeled), {}
-    return generative(spec, teacher, dataset, num_labels, seed)
+    return generative(spec, teacher, dataset, num_labels, seed, checkpoints, log)
 
 
 def generative(
-    spec: KnowledgeSpec, teacher: TextModel, dataset: datasets.Dataset, num_labels: int, seed: int
+    spec: KnowledgeSpec,
+    teacher: TextModel,
+    dataset: datasets.Dataset,
+    num_labels: int,
+    seed: int,
+    checkpoints: PromptCheckpoints | None,
+    log: Callable[[str], None],
 ) -> tuple[KnowledgeSamples, dict]:
     """RetriKT steps 1-2 on a causal-LM teacher, then its own labelled samples (generative.py)."""
     from kdforge.knowledge.generative import GenerativeSettings, extract_knowledge
@@ -61,7 +79,14 @@ def generative(
         seed=seed,
     )
     made = extract_knowledge(
-        teacher.hf, teacher.tokenizer, list(dataset["text"]), list(dataset["label"]), spec.label_words, settings
+        teacher.hf,
+        teacher.tokenizer,
+        list(dataset["text"]),
+        list(dataset["label"]),
+        spec.label_words,
+        settings,
+        checkpoints,
+        log,
     )
     sources = [-(row + 1) for row in range(len(made.texts))]  # generated: each sample is its own source
     samples = KnowledgeSamples(made.texts, None, made.intended, sources, made.probs)
@@ -69,12 +94,19 @@ def generative(
 
 
 def build_knowledge(
-    spec: KnowledgeSpec, teacher: TextModel, dataset: datasets.Dataset, label_names: list[str], folder: Path, seed: int
+    spec: KnowledgeSpec,
+    teacher: TextModel,
+    dataset: datasets.Dataset,
+    label_names: list[str],
+    folder: Path,
+    seed: int,
+    checkpoints: PromptCheckpoints | None = None,
+    log: Callable[[str], None] = lambda message: None,
 ) -> tuple[SampleStore, dict]:
     """Extract, write the store, and summarise it (sample count, size, how often the teacher agrees
     with the label each sample stands for)."""
     started = time.perf_counter()
-    samples, report = extract(spec, teacher, dataset, len(label_names), seed)
+    samples, report = extract(spec, teacher, dataset, len(label_names), seed, checkpoints, log)
     store = write_samples(
         folder,
         samples.texts,
