@@ -615,3 +615,15 @@ def test_data_source_from_string(tmp_path):
     source = DataSource.model_validate(str(tmp_path / "x.tsv"))
     assert source.path == str((tmp_path / "x.tsv").resolve())
     assert source.format == "auto"
+
+
+def test_yaml_reads_on_yes_and_no_as_words_and_true_false_as_booleans(tmp_path):
+    path = write(
+        tmp_path,
+        FLAT + "methods:\n  - name: cosine\n    on: embedding\n" + "output:\n  benchmark: false\n  dir: no\n",
+    )
+    recipe = load_recipe(path)
+    method = recipe.stages[0].methods[0]
+    assert method.name == "cosine" and method.args == {"on": "embedding"}  # YAML 1.1: {True: "embedding"}
+    assert recipe.output.benchmark is False
+    assert Path(recipe.output.dir).name == "no"
