@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from kdforge.errors import ModelError
 from kdforge.models.loading import META_FILE
+from kdforge.models.modes import evaluating
 from kdforge.models.onnx_model import ONNX_FILE, OUTPUTS
 from kdforge.models.text_model import PER_TOKEN, TextModel
 
@@ -76,12 +77,10 @@ def save_onnx(model: TextModel, path: str | Path) -> Path:
     sample = {k: v.to(model.device) for k, v in model.tokenize(_SAMPLE).items()}
     names = list(sample)
     outputs = list(OUTPUTS[model.kind])
-    was_training = model.training
-    model.eval()
     try:
         # The TorchScript exporter (dynamo=False) traces any HF model without onnxscript; its
         # deprecation and tracer notices are about code paths these graphs do not take.
-        with torch.no_grad(), warnings.catch_warnings():
+        with evaluating(model), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 _Graph(model, names),
@@ -96,8 +95,6 @@ def save_onnx(model: TextModel, path: str | Path) -> Path:
             )
     except RuntimeError as err:  # torch.onnx.errors.* derive from it
         raise ModelError(f"{model.name}: torch.onnx.export failed: {str(err).splitlines()[0]}") from err
-    finally:
-        model.train(was_training)
     model.tokenizer.save_pretrained(path)
     labels = slot_labels = None
     if model.kind != "embedding":

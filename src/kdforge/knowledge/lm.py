@@ -8,8 +8,7 @@ a wrong teacher fails in a second with a message, not after an hour with a shape
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,17 +72,6 @@ def pad_batch(rows: Sequence[Sequence[int]], pad: int, side: str = "right") -> t
         ids[i, span] = torch.tensor(list(row), dtype=torch.long)
         mask[i, span] = 1
     return ids, mask
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode (no dropout) and give it back in the mode it was in."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def hidden(progress: bool | None) -> bool | None:

@@ -31,9 +31,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from kdforge.errors import RecipeError
-from kdforge.knowledge.lm import evaluating, hidden
+from kdforge.knowledge.lm import hidden
 from kdforge.knowledge.prompt_tuning import prompt_embedding, using_prompt
 from kdforge.knowledge.sampling import sample_rollouts, sequence_logprobs
+from kdforge.models.modes import evaluating
 
 #: ``reward_fn(texts, intended_labels) -> rewards [N]``.
 RewardFn = Callable[[list[str], list[int]], Tensor]

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from kdforge.errors import DataError, ModelError, RecipeError
-from kdforge.knowledge.lm import device_of, ensure_causal_lm, eos_id, evaluating, hidden, pad_batch, pad_id
+from kdforge.knowledge.lm import device_of, ensure_causal_lm, eos_id, hidden, pad_batch, pad_id
+from kdforge.models.modes import evaluating
 
 IGNORE = -100
 

@@ -16,8 +16,9 @@ from peft import PeftModel
 from torch import Tensor
 
 from kdforge.errors import RecipeError
-from kdforge.knowledge.lm import device_of, eos_id, evaluating, pad_batch, pad_id
+from kdforge.knowledge.lm import device_of, eos_id, pad_batch, pad_id
 from kdforge.knowledge.prompt_tuning import label_prefix_ids
+from kdforge.models.modes import evaluating
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.errors import ModelError
-from kdforge.knowledge.lm import device_of, ensure_causal_lm, evaluating, pad_batch, pad_id
+from kdforge.knowledge.lm import device_of, ensure_causal_lm, pad_batch, pad_id
+from kdforge.models.modes import evaluating
 
 #: Put between a text and its label word. It has no trailing space: in BPE vocabularies the space
 #: belongs to the next word (" positive" is one token, "positive" after a space is not), so the

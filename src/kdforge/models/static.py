@@ -42,6 +42,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from kdforge.errors import ModelError
 from kdforge.models.loading import META_FILE
+from kdforge.models.modes import evaluating
 from kdforge.models.pooling import pool
 from kdforge.models.student import BuildReport
 from kdforge.models.text_model import TextModel
@@ -226,17 +227,15 @@ def teacher_token_embeddings(teacher: TextModel, ids: Sequence[int], batch_size:
     prefix, suffix = special_affixes(teacher.tokenizer)
     rows = torch.tensor([[*prefix, i, *suffix] for i in ids], dtype=torch.long)
     device = teacher.device
-    was_training = teacher.training
-    teacher.eval()
     out = []
-    for start in tqdm(range(0, len(rows), batch_size), desc="static init: teacher token embeddings", leave=False):
-        input_ids = rows[start : start + batch_size]
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        if "token_type_ids" in teacher.tokenizer.model_input_names:
-            inputs["token_type_ids"] = torch.zeros_like(input_ids)
-        views = teacher({k: v.to(device) for k, v in inputs.items()}, frozenset({"hidden_states"}))
-        out.append(pool(views.hidden_states[-1], views.attention_mask, teacher.pooling).float().cpu())
-    teacher.train(was_training)
+    with evaluating(teacher):
+        for start in tqdm(range(0, len(rows), batch_size), desc="static init: teacher token embeddings", leave=False):
+            input_ids = rows[start : start + batch_size]
+            inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+            if "token_type_ids" in teacher.tokenizer.model_input_names:
+                inputs["token_type_ids"] = torch.zeros_like(input_ids)
+            views = teacher({k: v.to(device) for k, v in inputs.items()}, frozenset({"hidden_states"}))
+            out.append(pool(views.hidden_states[-1], views.attention_mask, teacher.pooling).float().cpu())
     return torch.cat(out)
 
 

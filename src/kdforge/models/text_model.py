@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from kdforge.errors import IncompatibleError
 from kdforge.models import internals
+from kdforge.models.modes import evaluating
 from kdforge.models.pooling import pool
 from kdforge.models.views import ALL_VIEWS, Views
 
@@ -177,8 +178,6 @@ class TextModel(nn.Module):
     # ----- inference helpers ----------------------------------------------------------------
     @torch.inference_mode()
     def _batched(self, texts: Sequence[str], pairs: Sequence[str] | None, batch_size: int, view: str) -> Tensor:
-        was_training = self.training
-        self.eval()
         device = self.device
 
         def run(a: list[str], b: list[str] | None) -> Tensor:
@@ -188,9 +187,8 @@ class TextModel(nn.Module):
                 return self.retrieval.log_probs(views.logits, views.embedding).cpu()
             return getattr(self.forward(inputs, frozenset({view})), view).cpu()
 
-        outputs = in_length_order(texts, pairs, batch_size, run)
-        self.train(was_training)
-        return outputs
+        with evaluating(self):
+            return in_length_order(texts, pairs, batch_size, run)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, pairs: Sequence[str] | None = None) -> Tensor:
         """Sentence (or sentence-pair) embeddings ``[N, D]`` in input order."""

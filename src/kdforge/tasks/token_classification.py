@@ -11,6 +11,7 @@ from torch import Tensor
 from kdforge.errors import DataError, ModelError
 from kdforge.evaluate.metrics import span_metrics
 from kdforge.methods.base import Batch
+from kdforge.models.modes import evaluating
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import Views
 from kdforge.recipe.schema import DataSource
@@ -65,17 +66,13 @@ def word_passes(
 ) -> Iterator[tuple[list[int], Tensor, Views]]:
     """``model`` in eval mode over sentences given as words, in batches of similar length: each batch's
     sentence numbers, word starts (``encode_words``) and views (``needs``)."""
-    was_training = model.training
-    model.eval()
     order = sorted(range(len(words)), key=lambda i: -len(words[i]))  # similar lengths: less padding
-    try:
+    with evaluating(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             inputs, starts = encode_words(model.tokenizer, [words[i] for i in chunk], model.max_length)
             inputs = {k: v.to(model.device) for k, v in inputs.items()}
             yield chunk, starts, model(inputs, needs)
-    finally:
-        model.train(was_training)
 
 
 def word_tags(predicted: Tensor, starts: Tensor, count: int, names: list[str]) -> list[str]:
