@@ -134,3 +134,16 @@ def test_language_models_do_not_export_to_onnx(embedding_teacher_dir, tmp_path):
         ModelError, match=r"classifiers, taggers and joint intent \+ slot models; this model is of kind masked_lm"
     ):
         export(model, tmp_path / "mlm", "onnx")
+
+
+def test_a_pair_comparing_pqrnn_exports_with_its_segments(classifier_teacher_dir, tmp_path):
+    """The graph takes token_type_ids, so the exported student still pools the two texts apart."""
+    model, _ = build_student(
+        load_model(str(classifier_teacher_dir)),
+        StudentSpec.model_validate({"pqrnn": {"features": 64, "hidden": 16, "compare_pairs": True}}),
+    )
+    first, second = sentences(5, seed=1), sentences(5, seed=2)
+    export(model, tmp_path / "onnx", "onnx")
+    graph = load_model(str(tmp_path / "onnx"))
+    torch.testing.assert_close(graph.predict(first, second), model.predict(first, second), atol=1e-4, rtol=0)
+    torch.testing.assert_close(graph.predict(first), model.predict(first), atol=1e-4, rtol=0)

@@ -257,6 +257,51 @@ def test_language_model_teachers_and_vocabulary_compression_are_refused(classifi
         build_student(classifier_teacher, StudentSpec(pqrnn=PQRNNSpec(**TINY), vocabulary={"keep": 0.5}))
 
 
+def test_compared_pair_pools_each_text_apart_by_hand():
+    from kdforge.models.pooling import compared_pair
+
+    class Uniform(nn.Module):  # equal scores: attention pooling is the mean of a segment
+        def forward(self, x):
+            return torch.zeros(*x.shape[:-1], 1)
+
+    tokens = torch.tensor(
+        [[[1.0, 2.0], [3.0, 4.0], [5.0, 0.0], [9.0, 9.0]], [[2.0, 2.0], [4.0, 0.0], [7.0, 7.0], [7.0, 7.0]]]
+    )
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])  # the 9s and 7s are padding
+    segments = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0]])  # row 0: a pair; row 1: one text
+    out = compared_pair(tokens, mask, segments, Uniform())
+    u, v = torch.tensor([2.0, 3.0]), torch.tensor([5.0, 0.0])
+    assert torch.allclose(out[0], torch.cat([u, v, (u - v).abs(), u * v]))
+    w = torch.tensor([3.0, 1.0])  # a single text is compared with itself
+    assert torch.allclose(out[1], torch.cat([w, w, torch.zeros(2), w * w]))
+    assert torch.equal(compared_pair(tokens, mask, None, Uniform())[1], out[1])
+
+
+def test_a_pair_comparing_student_sees_which_text_a_word_is_in(classifier_teacher):
+    spec = StudentSpec(pqrnn=PQRNNSpec(**TINY, compare_pairs=True))
+    student, _ = build_student(classifier_teacher, spec)
+    assert student.hf.classifier.in_features == 4 * 32
+    assert student.num_parameters() == parameter_count(64, 32, 16, 2, 2, 2, compare_pairs=True)
+    joined, _ = build_student(classifier_teacher, StudentSpec(pqrnn=PQRNNSpec(**TINY)))
+    assert student.num_parameters() - joined.num_parameters() == 3 * 32 * 2  # only the head grows
+    seen = []
+    student.hf.classifier.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    student.predict(["the cat sees a dog ."], ["a bird ."])
+    student.predict(["the cat sees a dog ."])
+    (pair,), (single,) = seen
+    u, v, gap, product = pair.split(32, dim=-1)  # token_type_ids reach the model: two texts, two vectors
+    assert not torch.allclose(u, v) and torch.allclose(gap, (u - v).abs()) and torch.allclose(product, u * v)
+    u, v, gap, _ = single.split(32, dim=-1)
+    assert torch.equal(u, v) and not gap.any()
+    with pytest.raises(ModelError, match="only a sentence\\(-pair\\) classifier compares pairs"):
+        from transformers import BertForTokenClassification
+
+        tagger = TextModel(
+            BertForTokenClassification(bert_config(num_labels=3)).eval(), make_tokenizer(), "token_classifier"
+        )
+        build_student(tagger, spec)
+
+
 # ----- in the pipeline ----------------------------------------------------------------------------
 
 

@@ -34,3 +34,17 @@ def attention_pool(tokens: Tensor, attention_mask: Tensor, scorer: torch.nn.Modu
     scores = scores.masked_fill(attention_mask == 0, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1).to(tokens.dtype)
     return (weights.unsqueeze(-1) * tokens).sum(dim=1)
+
+
+def compared_pair(
+    tokens: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None, scorer: torch.nn.Module
+) -> Tensor:
+    """``[B, T, H]`` to ``[B, 4 H]``: each text of a pair attention-pooled on its own (``u``: segment 0,
+    ``v``: segment 1), then ``[u, v, |u - v|, u * v]``, InferSent's features for comparing two texts
+    (Conneau et al., EMNLP 2017, Sec. 3.1). A row with no second segment compares its text with itself."""
+    segment = torch.zeros_like(attention_mask) if token_type_ids is None else token_type_ids
+    first = attention_mask * (segment == 0)
+    second = attention_mask * (segment != 0)
+    u = attention_pool(tokens, first, scorer)
+    v = torch.where(second.sum(-1, keepdim=True) > 0, attention_pool(tokens, second, scorer), u)
+    return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)

@@ -42,7 +42,7 @@ from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOut
 
 from kdforge.errors import ModelError
 from kdforge.models.joint import JointConfig, JointIntentSlotModel
-from kdforge.models.pooling import attention_pool
+from kdforge.models.pooling import attention_pool, compared_pair
 from kdforge.models.student import BuildReport
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import ALL_VIEWS
@@ -226,6 +226,7 @@ class PQRNNConfig(PretrainedConfig):
         dropout: float = 0.1,
         zoneout: float = 0.0,
         max_position_embeddings: int = 512,
+        compare_pairs: bool = False,
         **kwargs,
     ) -> None:
         self.vocab_size = vocab_size  # of the tokenizer; the model has no table of that size
@@ -238,6 +239,7 @@ class PQRNNConfig(PretrainedConfig):
         self.dropout = dropout
         self.zoneout = zoneout
         self.max_position_embeddings = max_position_embeddings
+        self.compare_pairs = compare_pairs
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 
@@ -320,7 +322,12 @@ class PQRNNModel(PQRNNPreTrainedModel):
 
 class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
     """pQRNN encoder, attention pooling over the real tokens (softmax of a learned score per token,
-    seq_flow_lite ``AttentionPooling``), and a linear classifier. ``num_labels = 1`` is regression."""
+    seq_flow_lite ``AttentionPooling``), and a linear classifier. ``num_labels = 1`` is regression.
+
+    ``compare_pairs``: the two texts of a pair (``token_type_ids``) are pooled apart and the classifier
+    reads ``[u, v, |u - v|, u * v]`` (``pooling.compared_pair``). Pooled together, a pair is one bag of
+    states, and a model this small has no attention across the texts to tell which words they share.
+    """
 
     def __init__(self, config: PQRNNConfig) -> None:
         super().__init__(config)
@@ -328,7 +335,8 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
         self.pqrnn = PQRNNModel(config)
         self.attention = nn.Linear(config.hidden_size, 1)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        features = 4 * config.hidden_size if config.compare_pairs else config.hidden_size
+        self.classifier = nn.Linear(features, config.num_labels)
         self.post_init()
 
     def forward(
@@ -345,7 +353,10 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         encoded = self.pqrnn(input_ids, attention_mask, output_hidden_states=output_hidden_states, return_dict=True)
-        pooled = attention_pool(encoded.last_hidden_state, attention_mask, self.attention)
+        if self.config.compare_pairs:
+            pooled = compared_pair(encoded.last_hidden_state, attention_mask, token_type_ids, self.attention)
+        else:
+            pooled = attention_pool(encoded.last_hidden_state, attention_mask, self.attention)
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:
@@ -411,19 +422,21 @@ def parameter_count(
     labels: int,
     kind: str = "classifier",
     slots: int = 0,
+    compare_pairs: bool = False,
 ) -> int:
     """Parameters of a pQRNN, without building it; the vocabulary size plays no part.
 
     ``(F + 3) B`` (bottleneck and its layer norm) ``+ sum_l 2 (k D_l + 1) 3 H`` (two directions of
     Z/F/O convolutions, ``D_0 = B``, ``D_l = 2 H``) ``+ (2 H + 1) C`` (the head) ``+ 2 H + 1`` (the
     attention-pooling score, classifier and joint). A ``joint`` model adds a slot head, ``(2 H + 1) S``.
+    A classifier that compares pairs reads ``4 * 2 H`` features: its head is ``(8 H + 1) C``.
     """
     total = (features + 3) * bottleneck
     for layer in range(layers):
         width = bottleneck if layer == 0 else 2 * hidden
         total += 2 * (kernel * width + 1) * 3 * hidden
     if kind != "embedding":
-        total += (2 * hidden + 1) * labels
+        total += ((8 if compare_pairs and kind == "classifier" else 2) * hidden + 1) * labels
     if kind in ("classifier", "joint"):
         total += 2 * hidden + 1
     if kind == "joint":
@@ -459,6 +472,11 @@ def build_pqrnn(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Build
             f"student.pqrnn: a pQRNN student classifies sentences, tags tokens or embeds sentences, "
             f"but the teacher is a {teacher.kind} model; use a transformer student for language modelling"
         )
+    if p.compare_pairs and teacher.kind != "classifier":
+        raise ModelError(
+            f"student.pqrnn.compare_pairs: only a sentence(-pair) classifier compares pairs, the teacher is a "
+            f"{teacher.kind} model; remove compare_pairs"
+        )
     if spec.vocabulary is not None:
         raise ModelError(
             "student.vocabulary: a pQRNN student has no embedding table to shrink (its size does not depend "
@@ -478,6 +496,7 @@ def build_pqrnn(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Build
         dropout=p.dropout,
         zoneout=p.zoneout,
         max_position_embeddings=teacher.max_length,
+        compare_pairs=p.compare_pairs,
         pad_token_id=tokenizer.pad_token_id,
         **({"id2label": dict(source.id2label), "label2id": dict(source.label2id)} if labelled else {}),
     )
