@@ -12,7 +12,9 @@ All three take the same number of optimizer steps. Reports dev accuracy, the sha
 label-only-to-teacher gap each student closes, the store's size and the latency retrieval adds
 per query (batch 1, the exported student with and without its store), and writes BENCHMARKS.md.
 
-    python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc]
+    python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--recipes DIR]
+
+``--recipes`` reads ``<task>-retrikt.yaml`` from another folder, to measure a variant of the recipes.
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ def latency_added(student_dir: Path, texts: list[str], pairs: list[str] | None) 
     return {mode: statistics.median(values) for mode, values in times.items()}
 
 
-def run_task(name: str, out: Path) -> dict:
-    recipe = with_baselines(load_recipe(RECIPES / f"{name}-retrikt.yaml"))
+def run_task(name: str, out: Path, recipes: Path = RECIPES) -> dict:
+    recipe = with_baselines(load_recipe(recipes / f"{name}-retrikt.yaml"))
     target = out / name
     # The knowledge stage first, so the label-only student's step budget can match the store's size.
     knowledge = Recipe.model_validate(
@@ -116,11 +118,11 @@ def run_task(name: str, out: Path) -> dict:
     }
 
 
-def dev_figures(run: Path, name: str) -> tuple[list[float], tuple[float, float]]:
+def dev_figures(run: Path, name: str, recipes: Path = RECIPES) -> tuple[list[float], tuple[float, float]]:
     """On the dev split (x100): how often each student predicts what the teacher predicts, both texts
     read; and the accuracy of the RetriKT student's two halves on their own: its own head, and the
     similarity-weighted teacher distributions it retrieves (what the learned mixture combines)."""
-    dev = load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
+    dev = load_source(load_recipe(recipes / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
     texts, pairs = texts_and_pairs(dev)
     teacher = load_model(str(run / "stages" / "teacher" / "model")).predict(texts, pairs).argmax(-1)
     students = {stage: load_model(str(run / "stages" / stage / "model")) for stage in ("labels", "kd", "retrikt")}
@@ -145,11 +147,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-retrikt"))
     parser.add_argument("--only", nargs="*", choices=list(TASKS), help="run these only (the table keeps earlier rows)")
     parser.add_argument("--table", action="store_true", help="only rewrite the table from the finished runs")
+    parser.add_argument("--recipes", type=Path, default=RECIPES, help="folder of the <task>-retrikt.yaml recipes")
+    parser.add_argument("--section", default="retrikt", help="BENCHMARKS.md section the table goes to")
     args = parser.parse_args()
     quiet_transformers()
     summary_file = args.out / "summary.json"
     for name in [] if args.table else args.only or TASKS:
-        row = run_task(name, args.out)
+        row = run_task(name, args.out, args.recipes)
         # read again: other tasks may be running in parallel processes (--only)
         rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows[name] = row
@@ -178,7 +182,7 @@ def main() -> None:
         if name not in rows:
             continue
         r = rows[name]
-        shares, halves = dev_figures(args.out / name, name)
+        shares, halves = dev_figures(args.out / name, name, args.recipes)
         closed.append(gap_closed(r, "retrikt"))
         body.append(
             [
@@ -205,11 +209,13 @@ def main() -> None:
         if closed
         else ""
     )
+    variant = "" if args.recipes == RECIPES else f" --recipes {args.recipes} --out {args.out} --section {args.section}"
+    title = "RetriKT: students of ~1% of the teacher on low-resource tasks" + (f" ({args.section})" if variant else "")
     write_section(
-        "retrikt",
-        f"""## RetriKT: students of ~1% of the teacher on low-resource tasks
+        args.section,
+        f"""## {title}
 
-`python benchmarks/retrikt.py` (here each task as `--only TASK`, two at a time, then `--table`) on
+`python benchmarks/retrikt.py{variant}` (here each task as `--only TASK`, two at a time, then `--table`) on
 {machine()}. Teacher: all-MiniLM-L6-v2 fine-tuned on each task (kdforge
 `finetune` stage); its knowledge: the labelled examples and perturbed copies of them (word
 replacement p = 0.3, character distortion 0.05), labelled by the teacher (knowledge source b).
