@@ -43,7 +43,7 @@ TASKS = {
         "glue_sst2",
         RUNS / "bench-sst2/stages/teacher/model",
         [
-            ("transformer, 2 layers", RUNS / "sst2-share08/student", "recipes/sst2-minilm-l2.yaml"),
+            ("transformer, 2 layers", RUNS / "bench-sst2/student", "recipes/sst2-minilm-l2.yaml"),
             ("pQRNN", RUNS / "bench-pareto/sst2-pqrnn/student", "recipes/sst2-pqrnn.yaml"),
         ],
     ),
