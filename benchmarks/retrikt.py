@@ -14,7 +14,9 @@ per query (batch 1, the exported student with and without its store), and writes
 
     python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--recipes DIR]
 
-``--recipes`` reads ``<task>-retrikt.yaml`` from another folder, to measure a variant of the recipes.
+``--recipes`` reads ``<task>-retrikt.yaml`` from another folder, to measure a variant of the recipes;
+``--compare-pairs`` gives the three pQRNN students ``compare_pairs: true`` (each text of a pair pooled
+apart, classified on [u, v, |u - v|, u * v]). Both write to their own ``--section`` of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -85,8 +87,17 @@ def latency_added(student_dir: Path, texts: list[str], pairs: list[str] | None) 
     return {mode: statistics.median(values) for mode, values in times.items()}
 
 
-def run_task(name: str, out: Path, recipes: Path = RECIPES) -> dict:
-    recipe = with_baselines(load_recipe(recipes / f"{name}-retrikt.yaml"))
+def task_recipe(name: str, recipes: Path = RECIPES, compare_pairs: bool = False) -> Recipe:
+    """The task's recipe; with ``compare_pairs``, its pQRNN student pools the two texts apart."""
+    recipe = load_recipe(recipes / f"{name}-retrikt.yaml")
+    if compare_pairs:
+        student = recipe.stages[-1].student
+        student.pqrnn = student.pqrnn.model_copy(update={"compare_pairs": True})
+    return recipe
+
+
+def run_task(name: str, out: Path, recipes: Path = RECIPES, compare_pairs: bool = False) -> dict:
+    recipe = with_baselines(task_recipe(name, recipes, compare_pairs))
     target = out / name
     # The knowledge stage first, so the label-only student's step budget can match the store's size.
     knowledge = Recipe.model_validate(
@@ -149,11 +160,12 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only rewrite the table from the finished runs")
     parser.add_argument("--recipes", type=Path, default=RECIPES, help="folder of the <task>-retrikt.yaml recipes")
     parser.add_argument("--section", default="retrikt", help="BENCHMARKS.md section the table goes to")
+    parser.add_argument("--compare-pairs", action="store_true", help="pQRNN students with compare_pairs: true")
     args = parser.parse_args()
     quiet_transformers()
     summary_file = args.out / "summary.json"
     for name in [] if args.table else args.only or TASKS:
-        row = run_task(name, args.out, args.recipes)
+        row = run_task(name, args.out, args.recipes, args.compare_pairs)
         # read again: other tasks may be running in parallel processes (--only)
         rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows[name] = row
@@ -209,7 +221,11 @@ def main() -> None:
         if closed
         else ""
     )
-    variant = "" if args.recipes == RECIPES else f" --recipes {args.recipes} --out {args.out} --section {args.section}"
+    variant = (f" --recipes {args.recipes}" if args.recipes != RECIPES else "") + (
+        " --compare-pairs" if args.compare_pairs else ""
+    )
+    variant += f" --out {args.out} --section {args.section}" if variant else ""
+    pooled = ", each text of a pair pooled apart (`compare_pairs: true`)" if args.compare_pairs else ""
     title = "RetriKT: students of ~1% of the teacher on low-resource tasks" + (f" ({args.section})" if variant else "")
     write_section(
         args.section,
@@ -219,7 +235,7 @@ def main() -> None:
 {machine()}. Teacher: all-MiniLM-L6-v2 fine-tuned on each task (kdforge
 `finetune` stage); its knowledge: the labelled examples and perturbed copies of them (word
 replacement p = 0.3, character distortion 0.05), labelled by the teacher (knowledge source b).
-Student: a pQRNN (no embedding table). Accuracy x100 on the dev/validation split; the three students
+Student: a pQRNN (no embedding table){pooled}. Accuracy x100 on the dev/validation split; the three students
 take the same number of optimizer steps; "gap closed" is (student - labels only) / (teacher -
 labels only) (undefined, "nan", where the label-only student already scores as high as the teacher);
 agreement: how often a student's dev prediction equals the teacher's. RetriKT is the recipes'
