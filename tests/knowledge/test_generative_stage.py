@@ -20,32 +20,34 @@ def toy_teacher(tmp_path_factory):
     return folder
 
 
+def write_train(folder, rows: int) -> str:
+    """A labelled toy training file (label 0 = negative, 1 = positive); its path."""
+    texts, labels = labelled(rows, seed=7)
+    path = folder / "train.tsv"
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)))
+    return str(path)
+
+
+def knowledge_stage(teacher, **knowledge) -> dict:
+    """A generative knowledge stage on the toy causal LM."""
+    return {
+        "name": "knowledge",
+        "kind": "knowledge",
+        "teacher": str(teacher),
+        "knowledge": {"source": "generative", "label_words": LABELS, "prompt_tokens": 4, **knowledge},
+    }
+
+
 def test_knowledge_stage_writes_a_labelled_store_from_generation(toy_teacher, classifier_teacher_dir, tmp_path):
-    texts, labels = labelled(16, seed=7)
-    (tmp_path / "train.tsv").write_text(
-        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True))
-    )
+    train = write_train(tmp_path, 16)
     recipe = validate_recipe(
         {
             "name": "toy-generative",
             "task": {"name": "classification", "labels": ["0", "1"]},
-            "data": {"train": str(tmp_path / "train.tsv"), "eval": str(tmp_path / "train.tsv")},
+            "data": {"train": train, "eval": train},
             "training": {"batch_size": 8, "max_steps": 6, "lr": 1e-3},
             "stages": [
-                {
-                    "name": "knowledge",
-                    "kind": "knowledge",
-                    "teacher": str(toy_teacher),
-                    "knowledge": {
-                        "source": "generative",
-                        "label_words": LABELS,  # label 0 = negative, 1 = positive
-                        "per_label": 24,
-                        "prompt_tokens": 4,
-                        "prompt_epochs": 2,
-                        "ppo_steps": 4,
-                        "max_new_tokens": 12,
-                    },
-                },
+                knowledge_stage(toy_teacher, per_label=24, prompt_epochs=2, ppo_steps=4, max_new_tokens=12),
                 {  # a student learns to retrieve from what the causal LM wrote; nothing reads the LM itself
                     "name": "student",
                     "teacher": str(toy_teacher),
@@ -76,31 +78,13 @@ def test_a_knowledge_stage_killed_while_writing_resumes_from_its_ppo_prompt(toy_
     import kdforge.knowledge.generative as generative
     import kdforge.knowledge.stage as stage
 
-    texts, labels = labelled(8, seed=7)
-    (tmp_path / "train.tsv").write_text(
-        "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True))
-    )
+    train = write_train(tmp_path, 8)
     recipe = validate_recipe(
         {
             "name": "toy-generative-resume",
             "task": {"name": "classification", "labels": ["0", "1"]},
-            "data": {"train": str(tmp_path / "train.tsv"), "eval": str(tmp_path / "train.tsv")},
-            "stages": [
-                {
-                    "name": "knowledge",
-                    "kind": "knowledge",
-                    "teacher": str(toy_teacher),
-                    "knowledge": {
-                        "source": "generative",
-                        "label_words": LABELS,
-                        "per_label": 8,
-                        "prompt_tokens": 4,
-                        "prompt_epochs": 1,
-                        "ppo_steps": 2,
-                        "max_new_tokens": 8,
-                    },
-                }
-            ],
+            "data": {"train": train, "eval": train},
+            "stages": [knowledge_stage(toy_teacher, per_label=8, prompt_epochs=1, ppo_steps=2, max_new_tokens=8)],
             "output": {"benchmark": False},
         }
     )
