@@ -12,11 +12,10 @@ All three take the same number of optimizer steps. Reports dev accuracy, the sha
 label-only-to-teacher gap each student closes, the store's size and the latency retrieval adds
 per query (batch 1, the exported student with and without its store), and writes BENCHMARKS.md.
 
-    python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--recipes DIR]
+    python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--compare-pairs]
 
-``--recipes`` reads ``<task>-retrikt.yaml`` from another folder, to measure a variant of the recipes;
 ``--compare-pairs`` gives the three pQRNN students ``compare_pairs: true`` (each text of a pair pooled
-apart, classified on [u, v, |u - v|, u * v]). Both write to their own ``--section`` of BENCHMARKS.md.
+apart, classified on [u, v, |u - v|, u * v]), measured into its own ``--section`` of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -87,17 +86,17 @@ def latency_added(student_dir: Path, texts: list[str], pairs: list[str] | None) 
     return {mode: statistics.median(values) for mode, values in times.items()}
 
 
-def task_recipe(name: str, recipes: Path = RECIPES, compare_pairs: bool = False) -> Recipe:
+def task_recipe(name: str, compare_pairs: bool = False) -> Recipe:
     """The task's recipe; with ``compare_pairs``, its pQRNN student pools the two texts apart."""
-    recipe = load_recipe(recipes / f"{name}-retrikt.yaml")
+    recipe = load_recipe(RECIPES / f"{name}-retrikt.yaml")
     if compare_pairs:
         student = recipe.stages[-1].student
         student.pqrnn = student.pqrnn.model_copy(update={"compare_pairs": True})
     return recipe
 
 
-def run_task(name: str, out: Path, recipes: Path = RECIPES, compare_pairs: bool = False) -> dict:
-    recipe = with_baselines(task_recipe(name, recipes, compare_pairs))
+def run_task(name: str, out: Path, compare_pairs: bool = False) -> dict:
+    recipe = with_baselines(task_recipe(name, compare_pairs))
     target = out / name
     # The knowledge stage first, so the label-only student's step budget can match the store's size.
     knowledge = Recipe.model_validate(
@@ -129,11 +128,11 @@ def run_task(name: str, out: Path, recipes: Path = RECIPES, compare_pairs: bool 
     }
 
 
-def dev_figures(run: Path, name: str, recipes: Path = RECIPES) -> tuple[list[float], tuple[float, float]]:
+def dev_figures(run: Path, name: str) -> tuple[list[float], tuple[float, float]]:
     """On the dev split (x100): how often each student predicts what the teacher predicts, both texts
     read; and the accuracy of the RetriKT student's two halves on their own: its own head, and the
     similarity-weighted teacher distributions it retrieves (what the learned mixture combines)."""
-    dev = load_source(load_recipe(recipes / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
+    dev = load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
     texts, pairs = texts_and_pairs(dev)
     teacher = load_model(str(run / "stages" / "teacher" / "model")).predict(texts, pairs).argmax(-1)
     students = {stage: load_model(str(run / "stages" / stage / "model")) for stage in ("labels", "kd", "retrikt")}
@@ -158,14 +157,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-retrikt"))
     parser.add_argument("--only", nargs="*", choices=list(TASKS), help="run these only (the table keeps earlier rows)")
     parser.add_argument("--table", action="store_true", help="only rewrite the table from the finished runs")
-    parser.add_argument("--recipes", type=Path, default=RECIPES, help="folder of the <task>-retrikt.yaml recipes")
     parser.add_argument("--section", default="retrikt", help="BENCHMARKS.md section the table goes to")
     parser.add_argument("--compare-pairs", action="store_true", help="pQRNN students with compare_pairs: true")
     args = parser.parse_args()
     quiet_transformers()
     summary_file = args.out / "summary.json"
     for name in [] if args.table else args.only or TASKS:
-        row = run_task(name, args.out, args.recipes, args.compare_pairs)
+        row = run_task(name, args.out, args.compare_pairs)
         # read again: other tasks may be running in parallel processes (--only)
         rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows[name] = row
@@ -194,7 +192,7 @@ def main() -> None:
         if name not in rows:
             continue
         r = rows[name]
-        shares, halves = dev_figures(args.out / name, name, args.recipes)
+        shares, halves = dev_figures(args.out / name, name)
         closed.append(gap_closed(r, "retrikt"))
         body.append(
             [
@@ -221,10 +219,7 @@ def main() -> None:
         if closed
         else ""
     )
-    variant = (f" --recipes {args.recipes}" if args.recipes != RECIPES else "") + (
-        " --compare-pairs" if args.compare_pairs else ""
-    )
-    variant += f" --out {args.out} --section {args.section}" if variant else ""
+    variant = f" --compare-pairs --out {args.out} --section {args.section}" if args.compare_pairs else ""
     pooled = ", each text of a pair pooled apart (`compare_pairs: true`)" if args.compare_pairs else ""
     title = "RetriKT: students of ~1% of the teacher on low-resource tasks" + (f" ({args.section})" if variant else "")
     write_section(
