@@ -13,9 +13,12 @@ label-only-to-teacher gap each student closes, the store's size and the latency 
 per query (batch 1, the exported student with and without its store), and writes BENCHMARKS.md.
 
     python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--compare-pairs]
+                                 [--key features]
 
 ``--compare-pairs`` gives the three pQRNN students ``compare_pairs: true`` (each text of a pair pooled
 apart, classified on [u, v, |u - v|, u * v]), measured into its own ``--section`` of BENCHMARKS.md.
+``--key features`` has the RetriKT student retrieve by the features its classifier layer reads
+instead of the mean of its last hidden states (the recipes' ``key``).
 """
 
 from __future__ import annotations
@@ -86,17 +89,20 @@ def latency_added(student_dir: Path, texts: list[str], pairs: list[str] | None) 
     return {mode: statistics.median(values) for mode, values in times.items()}
 
 
-def task_recipe(name: str, compare_pairs: bool = False) -> Recipe:
-    """The task's recipe; with ``compare_pairs``, its pQRNN student pools the two texts apart."""
+def task_recipe(name: str, compare_pairs: bool = False, key: str | None = None) -> Recipe:
+    """The task's recipe; with ``compare_pairs``, its pQRNN student pools the two texts apart; ``key``
+    sets what the RetriKT student retrieves by."""
     recipe = load_recipe(RECIPES / f"{name}-retrikt.yaml")
+    stage = recipe.stages[-1]
     if compare_pairs:
-        student = recipe.stages[-1].student
-        student.pqrnn = student.pqrnn.model_copy(update={"compare_pairs": True})
+        stage.student.pqrnn = stage.student.pqrnn.model_copy(update={"compare_pairs": True})
+    if key:
+        stage.methods = [m.model_copy(update={"key": key}) if m.name == "retrikt" else m for m in stage.methods]
     return recipe
 
 
-def run_task(name: str, out: Path, compare_pairs: bool = False) -> dict:
-    recipe = with_baselines(task_recipe(name, compare_pairs))
+def run_task(name: str, out: Path, compare_pairs: bool = False, key: str | None = None) -> dict:
+    recipe = with_baselines(task_recipe(name, compare_pairs, key))
     target = out / name
     # The knowledge stage first, so the label-only student's step budget can match the store's size.
     knowledge = Recipe.model_validate(
@@ -141,7 +147,7 @@ def dev_figures(run: Path, name: str) -> tuple[list[float], tuple[float, float]]
     head, retrikt.retrieval = retrikt.retrieval, None
     own = retrikt.predict(texts, pairs).argmax(-1)
     with torch.no_grad():
-        retrieved = head.retrieved(retrikt.encode(texts, pairs=pairs)).argmax(-1)
+        retrieved = head.retrieved(retrikt.rows(head.key, texts, pairs)).argmax(-1)
     names = [str(retrikt.config.id2label[i]) for i in range(retrikt.num_labels)]
     gold = torch.tensor([names.index(str(label)) for label in dev["label"]])
     return shares, (float((own == gold).float().mean()) * 100, float((retrieved == gold).float().mean()) * 100)
@@ -159,11 +165,12 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only rewrite the table from the finished runs")
     parser.add_argument("--section", default="retrikt", help="BENCHMARKS.md section the table goes to")
     parser.add_argument("--compare-pairs", action="store_true", help="pQRNN students with compare_pairs: true")
+    parser.add_argument("--key", choices=["embedding", "features"], help="what the RetriKT student retrieves by")
     args = parser.parse_args()
     quiet_transformers()
     summary_file = args.out / "summary.json"
     for name in [] if args.table else args.only or TASKS:
-        row = run_task(name, args.out, args.compare_pairs)
+        row = run_task(name, args.out, args.compare_pairs, args.key)
         # read again: other tasks may be running in parallel processes (--only)
         rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows[name] = row
@@ -219,8 +226,14 @@ def main() -> None:
         if closed
         else ""
     )
-    variant = f" --compare-pairs --out {args.out} --section {args.section}" if args.compare_pairs else ""
+    options = (" --compare-pairs" if args.compare_pairs else "") + (f" --key {args.key}" if args.key else "")
+    variant = f"{options} --out {args.out} --section {args.section}" if options else ""
     pooled = ", each text of a pair pooled apart (`compare_pairs: true`)" if args.compare_pairs else ""
+    keyed = {
+        None: "its recipe's key",
+        "embedding": "its sentence embedding (mean of its last hidden states)",
+        "features": "the features its classifier layer reads",
+    }[args.key]
     title = "RetriKT: students of ~1% of the teacher on low-resource tasks" + (f" ({args.section})" if variant else "")
     write_section(
         args.section,
@@ -234,7 +247,8 @@ Student: a pQRNN (no embedding table){pooled}. Accuracy x100 on the dev/validati
 take the same number of optimizer steps; "gap closed" is (student - labels only) / (teacher -
 labels only) (undefined, "nan", where the label-only student already scores as high as the teacher);
 agreement: how often a student's dev prediction equals the teacher's. RetriKT is the recipes'
-`retrikt` with `student_kd: 1` (KD on the student's own prediction next to the mixture loss); "mixture
+`retrikt` with `student_kd: 1` (KD on the student's own prediction next to the mixture loss), retrieving by
+{keyed}; "mixture
 loss only" is an earlier run with `student_kd: 0`, the paper's loss alone. Latency: batch 1, median of
 {LATENCY_QUERIES} dev queries, exported student with its store (FAISS flat inner-product index) and without it.
 "Own head / retrieval alone": the trained RetriKT student's two halves scored separately (lambda = 1 and 0).

@@ -171,3 +171,20 @@ def test_agreement_of_pair_classifiers_reads_both_texts():
     # a teacher that reads the second text and a student that reads the first agree on 2 of 3 pairs
     assert agreement(PairModel(True), PairModel(False), texts, pairs)["prediction_agreement"] == pytest.approx(200 / 3)
     assert agreement(PairModel(True), PairModel(True), texts, pairs)["prediction_agreement"] == 100
+
+
+def test_a_student_can_retrieve_by_its_classifier_features(classifier_teacher_dir, data_dir, tmp_path):
+    methods = [{"name": "retrikt", "k": 4, "tau": 0.1, "key": "features"}]
+    recipe = retrikt_recipe(classifier_teacher_dir, data_dir, steps=10, methods=methods)
+    kdforge.run(validate_recipe(recipe), tmp_path, show=False)
+    student = load_model(str(tmp_path / "student"))
+    head = student.retrieval
+    assert head.key == "features" and head.keys.shape[1] == student.hf.classifier.in_features
+    texts = [t for t, _ in labelled(6, seed=9)]
+    # the exported student's prediction: its own distribution mixed with the neighbours of its features
+    features, logits = student.rows("features", texts), student.rows("logits", texts)
+    keys = head.keys[head.neighbours(features)]
+    weights = torch.softmax(torch.einsum("bd,bkd->bk", torch.nn.functional.normalize(features, dim=-1), keys) / 0.1, -1)
+    retrieved = torch.einsum("bk,bkc->bc", weights, head.probs[head.neighbours(features)])
+    expected = head.mix * torch.softmax(logits, -1) + (1 - head.mix) * retrieved
+    assert torch.allclose(student.predict(texts).exp(), expected.detach(), atol=1e-5)

@@ -33,7 +33,8 @@ def test_student_kd_adds_kd_on_the_students_own_prediction(tmp_path):
     store = write_samples(tmp_path / "s", list("abcd"), [0, 1, 0, 1], [0, 1, 2, 3], probs, ["x", "y"])
 
     class Student(nn.Module):
-        def encode(self, texts, batch_size=64, pairs=None):
+        def rows(self, view, texts, pairs=None, batch_size=64):
+            assert view == "embedding"
             return torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]])
 
     views = Views(attention_mask=torch.ones(2, 3))

@@ -61,3 +61,30 @@ def test_an_empty_index_says_so(tmp_path):
     store = write_samples(tmp_path / "s", ["a"], [0], [0], PROBS[:1], ["x", "y"])
     with pytest.raises(ModelError, match="refresh"):
         RetrievalHead(store).neighbours(torch.ones(1, 2))
+
+
+# ----- the features view: what a classifier's output layer reads (a retrieval key) -------------
+
+
+def test_features_view_is_what_the_classifier_layer_reads(classifier_teacher_dir, embedding_teacher_dir):
+    from kdforge.errors import IncompatibleError
+    from kdforge.models import load_model
+
+    teacher = load_model(str(classifier_teacher_dir))
+    texts = ["the cat sees a dog .", "a bird ."]
+    features = teacher.rows("features", texts)
+    logits = teacher.rows("logits", texts)
+    assert features.shape == (2, 32)
+    with torch.no_grad():
+        assert torch.allclose(teacher.hf.classifier(features.clone()), logits, atol=1e-5)  # W features + b
+    assert not torch.allclose(features, teacher.rows("embedding", texts)[:, :32])  # the pooler's, not a mean
+    with pytest.raises(IncompatibleError, match="features"):
+        load_model(str(embedding_teacher_dir)).rows("features", texts)
+
+
+def test_a_head_keyed_on_features_keeps_its_key(head, tmp_path):
+    head.key = "features"
+    head.save(tmp_path / "r")
+    assert RetrievalHead.load(tmp_path / "r").key == "features"
+    with pytest.raises(ValueError, match="retrieval key is one of embedding, features"):
+        RetrievalHead(head.store, key="tokens")

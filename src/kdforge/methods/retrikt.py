@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, PositiveInt
@@ -32,7 +32,8 @@ class RetriKT(Method):
     Liu et al., "Retrieval-based Knowledge Transfer: An Effective Approach for Extreme Large Language
     Model Compression", arXiv 2310.15594 (Findings of EMNLP 2023), Sec. 3.3: for a training sample x
     with the teacher's distribution p_T(x), retrieve the k nearest store samples by the student's
-    embedding (x itself and samples derived from the same training example left out), weight their
+    embedding (``key: features``: the features its classifier layer reads; x itself and samples derived
+    from the same training example left out), weight their
     teacher distributions by ``softmax(cos / tau)`` into p_R(x), predict
     ``p(x) = lambda softmax(z_S(x)) + (1 - lambda) p_R(x)`` (lambda learned) and minimise
     ``KL(p_T(x) || p(x))``; ``student_kd: w`` adds ``w KL(p_T(x) || softmax(z_S(x)))``, plain KD at
@@ -57,6 +58,11 @@ class RetriKT(Method):
         refresh_every: PositiveInt | None = Field(
             None, description="re-embed the store every N steps; default: at the start of each epoch"
         )
+        key: Literal["embedding", "features"] = Field(
+            "embedding",
+            description="what queries and keys are made of: the student's sentence embedding (the paper's), or "
+            "the features its classifier layer reads (neighbours the classifier sees alike)",
+        )
         student_kd: float = Field(
             0.0, ge=0, description="weight of KL(p_T || softmax(z_S)) on the student's own prediction (0: paper's loss)"
         )
@@ -65,6 +71,9 @@ class RetriKT(Method):
         super().__init__(args, teacher)
         self.store: SampleStore | None = None
         self._refreshed_at: tuple[int, int] | None = None
+
+    def student_needs(self) -> frozenset[str]:
+        return frozenset({"logits", self.args.key})
 
     def setup(self, pair: Pair) -> None:
         if pair.student.kind != "classifier":
@@ -88,7 +97,7 @@ class RetriKT(Method):
             raise IncompatibleError(
                 "retrikt trains on a sample store: set data.train to stage:NAME of a knowledge stage"
             )
-        student.retrieval = RetrievalHead(self.store, self.args.k, self.args.tau, self.args.mix)
+        student.retrieval = RetrievalHead(self.store, self.args.k, self.args.tau, self.args.mix, self.args.key)
         object.__setattr__(self, "_student", student)  # not a submodule: the student is saved once
 
     def _refresh_if_due(self, batch: Batch) -> None:
@@ -105,7 +114,7 @@ class RetriKT(Method):
         if int(rows.max()) >= len(head.store):
             raise IncompatibleError(f"retrikt: training row {int(rows.max())} is not in the store {head.store.folder}")
         exclude = head.sources[rows]
-        log_mixture = head.log_probs(student.logits, student.embedding, exclude)
+        log_mixture = head.log_probs(student.logits, student.require(self.args.key, "retrikt"), exclude)
         teacher_probs = head.probs[rows].to(log_mixture.device)
         loss = retrikt_loss(log_mixture, teacher_probs)
         if self.args.student_kd > 0:  # the student's own half learns the teacher too, so lambda mixes two good views

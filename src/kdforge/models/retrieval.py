@@ -9,8 +9,10 @@ sentence embedding ``e(x)`` and logits ``z(x)``:
     p_R   = sum_i w_i * p_T(sample_i)               the retrieved teacher distributions
     p(x)  = lambda * softmax(z(x)) + (1 - lambda) * p_R
 
-``key_i`` is the student's own embedding of sample ``i`` (recomputed as the student trains,
-kept fixed between refreshes); ``lambda = sigmoid(m)`` is learned with the student. Gradients
+``e`` is the student's sentence embedding (``key: embedding``, the paper's) or the features its
+output layer reads (``key: features``: neighbours are then samples the student's classifier sees
+alike); ``key_i`` is ``e`` of sample ``i`` (recomputed as the student trains, kept fixed between
+refreshes); ``lambda = sigmoid(m)`` is learned with the student. Gradients
 reach the student through ``z`` and through ``e(x)`` in ``s_i``, which is how it learns to
 retrieve. The k neighbours themselves come from a FAISS inner-product index on the keys.
 """
@@ -36,17 +38,23 @@ if TYPE_CHECKING:
     from kdforge.models.text_model import TextModel
 
 SETTINGS = "retrieval.json"
+KEYS = ("embedding", "features")  # the student's view its queries and the store's keys are made of
 FOLDER = "retrieval"  # inside a saved student's folder
 
 
 class RetrievalHead(nn.Module):
     """The search half of a retrieving student: the store, its index and the mixing weight."""
 
-    def __init__(self, store: SampleStore, k: int = 16, temperature: float = 0.05, mix: float = 0.5) -> None:
+    def __init__(
+        self, store: SampleStore, k: int = 16, temperature: float = 0.05, mix: float = 0.5, key: str = "embedding"
+    ) -> None:
         super().__init__()
         if not 0 < mix < 1:
             raise ValueError(f"the initial mixing weight must lie in (0, 1), got {mix}")
+        if key not in KEYS:
+            raise ValueError(f"the retrieval key is one of {', '.join(KEYS)}, got {key!r}")
         self.store = store
+        self.key = key
         self.k = k
         self.temperature = temperature
         self.mix_logit = nn.Parameter(torch.tensor(math.log(mix / (1 - mix))))
@@ -65,8 +73,8 @@ class RetrievalHead(nn.Module):
     # ----- keys and index -------------------------------------------------------------------
     @torch.no_grad()
     def refresh(self, model: TextModel, batch_size: int = 128) -> None:
-        """Embed every sample with the student as it is now, and index the embeddings."""
-        keys = model.encode(self.store.texts, batch_size=batch_size, pairs=self.store.pairs)
+        """Key every sample with the student as it is now, and index the keys."""
+        keys = model.rows(self.key, self.store.texts, self.store.pairs, batch_size=batch_size)
         self.set_keys(keys)
 
     def set_keys(self, keys: Tensor) -> None:
@@ -121,7 +129,7 @@ class RetrievalHead(nn.Module):
             _copy_store(self.store.folder, store)
         save_file({"keys": self.keys}, str(store / "keys.safetensors"))
         faiss.write_index(self.index, str(store / "index.faiss"))
-        settings = {"k": self.k, "temperature": self.temperature, "mix": float(self.mix.detach())}
+        settings = {"k": self.k, "temperature": self.temperature, "mix": float(self.mix.detach()), "key": self.key}
         (folder / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
         return folder
 
@@ -133,7 +141,8 @@ class RetrievalHead(nn.Module):
         except (OSError, json.JSONDecodeError) as err:
             raise StoreError(f"{folder / SETTINGS}: unreadable retrieval settings ({err})") from None
         store = open_samples(folder / "store")
-        head = cls(store, settings["k"], settings["temperature"], min(max(settings["mix"], 1e-6), 1 - 1e-6))
+        mix = min(max(settings["mix"], 1e-6), 1 - 1e-6)
+        head = cls(store, settings["k"], settings["temperature"], mix, settings.get("key", "embedding"))
         keys_file = folder / "store" / "keys.safetensors"
         if not keys_file.is_file():
             raise StoreError(f"{keys_file}: missing; the student's store has no keys to search")

@@ -7,7 +7,8 @@ teacher, and students export with plain ``save_pretrained``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -126,7 +127,15 @@ class TextModel(nn.Module):
     def views(self) -> frozenset[str]:
         """The views this model can give methods (a static-embedding model: its sentence embedding only)."""
         views = getattr(self.hf, "kdforge_views", ALL_VIEWS)
-        return views if self.kind == "joint" else views - {"token_logits"}
+        if self.kind != "joint":
+            views = views - {"token_logits"}
+        return views if self._output_layer() is not None else views - {"features"}
+
+    def _output_layer(self) -> nn.Module | None:
+        """A sequence classifier's output layer (``classifier``, as BERT, DistilBERT, RoBERTa and the pQRNN
+        name it), whose input is the ``features`` view; None for other models."""
+        head = getattr(self.hf, "classifier", None) if self.kind == "classifier" else None
+        return head if isinstance(head, nn.Module) else None
 
     def prepare_for(self, needs: frozenset[str]) -> None:
         """Refuse views the model cannot give; switch to eager attention when attention probabilities
@@ -147,11 +156,9 @@ class TextModel(nn.Module):
         if want_attn:  # SDPA returns no attention maps (GPT-2 silently gives none)
             self.prepare_for(needs)
         kwargs = {"output_hidden_states": want_hidden, "output_attentions": want_attn, "return_dict": True}
-        if "qkv" in needs:
-            with internals.record_qkv(self.hf) as qkv:
-                out = self.hf(**inputs, **kwargs)
-        else:
-            qkv = None
+        with contextlib.ExitStack() as stack:
+            qkv = stack.enter_context(internals.record_qkv(self.hf)) if "qkv" in needs else None
+            features = stack.enter_context(self._recording_features()) if "features" in needs else None
             out = self.hf(**inputs, **kwargs)
         mask = inputs["attention_mask"]
         views = Views(attention_mask=mask)
@@ -167,9 +174,34 @@ class TextModel(nn.Module):
                 views.token_logits = out.slot_logits
             if "embedding" in needs:
                 views.embedding = self._sentence(out.hidden_states[-1], mask)
+            if features is not None:
+                if not features:
+                    raise IncompatibleError(f"{self.name or 'the model'}: its classifier layer did not run")
+                views.features = features[0]
         else:
             views.embedding = self._sentence(out.last_hidden_state, mask)
         return views
+
+    @contextlib.contextmanager
+    def _recording_features(self) -> Iterator[list[Tensor]]:
+        """Record the input of the output layer during one forward pass (RoBERTa's head reads token
+        states: its first token's are the features)."""
+        head = self._output_layer()
+        if head is None:
+            raise IncompatibleError(
+                f"{self.name or 'the model'} has no classifier output layer to read the features view from"
+            )
+        seen: list[Tensor] = []
+
+        def record(module: nn.Module, args: tuple) -> None:
+            x = args[0]
+            seen.append(x[:, 0] if x.dim() == 3 else x)
+
+        handle = head.register_forward_pre_hook(record)
+        try:
+            yield seen
+        finally:
+            handle.remove()
 
     def _sentence(self, tokens: Tensor, mask: Tensor) -> Tensor:
         emb = pool(tokens, mask, self.pooling)
@@ -183,8 +215,9 @@ class TextModel(nn.Module):
         def run(a: list[str], b: list[str] | None) -> Tensor:
             inputs = {k: v.to(device) for k, v in self.tokenize(a, b).items()}
             if view == "retrieved":  # the mixture of a retrieving student (kdforge.models.retrieval)
-                views = self.forward(inputs, frozenset({"logits", "embedding"}))
-                return self.retrieval.log_probs(views.logits, views.embedding).cpu()
+                key = self.retrieval.key
+                views = self.forward(inputs, frozenset({"logits", key}))
+                return self.retrieval.log_probs(views.logits, getattr(views, key)).cpu()
             return getattr(self.forward(inputs, frozenset({view})), view).cpu()
 
         with evaluating(self):
@@ -193,6 +226,11 @@ class TextModel(nn.Module):
     def encode(self, texts: Sequence[str], batch_size: int = 64, pairs: Sequence[str] | None = None) -> Tensor:
         """Sentence (or sentence-pair) embeddings ``[N, D]`` in input order."""
         return self._batched(texts, pairs, batch_size, "embedding")
+
+    def rows(self, view: str, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64) -> Tensor:
+        """One sequence view (``embedding``, ``features``, ``logits``) per input row ``[N, D]``, in input order."""
+        self.prepare_for(frozenset({view}))
+        return self._batched(texts, pairs, batch_size, view)
 
     def predict(self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64) -> Tensor:
         """Classifier logits ``[N, C]`` in input order; a retrieving student's are the log-probabilities of

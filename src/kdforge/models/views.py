@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 #: View names a method may declare in ``Method.needs``.
-SEQUENCE_VIEWS = frozenset({"logits", "embedding"})
+SEQUENCE_VIEWS = frozenset({"logits", "embedding", "features"})
 TOKEN_VIEWS = frozenset({"hidden_states", "attentions", "qkv", "token_logits"})
 ALL_VIEWS = SEQUENCE_VIEWS | TOKEN_VIEWS
 
@@ -32,6 +32,8 @@ class Views:
     # A joint intent + slot model's second head (models/joint.py): slot logits per sub-token.
     token_logits: Tensor | None = None  # [B, T, S]
     embedding: Tensor | None = None  # [B, D] sentence embedding, as the model outputs it
+    # A classifier's features: what its output layer reads (a retrieving student's keys can be these).
+    features: Tensor | None = None  # [B, F]
     hidden_states: tuple[Tensor, ...] | None = None  # L+1 x [B, T, H]
     attentions: tuple[Tensor, ...] | None = None  # L x [B, heads, T, T], probabilities
     queries: tuple[Tensor, ...] | None = None  # L x [B, heads, T, head_dim]
