@@ -74,7 +74,9 @@ def main() -> None:
         make_teacher_backbone(backbone)
     teacher_run = out / "teacher"
     kdforge.run(
-        validate_recipe(recipe("topk-teacher", data, args.rows, None, {"model": str(backbone)}, [], args.teacher_epochs)),
+        validate_recipe(
+            recipe("topk-teacher", data, args.rows, None, {"model": str(backbone)}, [], args.teacher_epochs)
+        ),
         teacher_run,
         show=False,
     )

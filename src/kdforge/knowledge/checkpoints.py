@@ -11,7 +11,6 @@ recipe starts over instead of resuming from another recipe's prompt.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from kdforge.errors import CheckpointError
+from kdforge.files import atomic_path
 
 #: The step boundaries, in order: after prompt tuning, after PPO.
 STEPS = ("prompt-tuned", "ppo-refined")
@@ -69,14 +69,12 @@ class PromptCheckpoints:
         tensors, meta = self._paths(step)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = tensors.with_name(f".{tensors.name}.tmp")
-            save_file(
-                {"prompt": prompt.detach().float().cpu().contiguous()}, str(tmp), {"fingerprint": self.fingerprint}
-            )
-            os.replace(tmp, tensors)
-            tmp = meta.with_name(f".{meta.name}.tmp")
-            tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "report": report}, indent=1))
-            os.replace(tmp, meta)
+            with atomic_path(tensors) as tmp:
+                save_file(
+                    {"prompt": prompt.detach().float().cpu().contiguous()}, str(tmp), {"fingerprint": self.fingerprint}
+                )
+            with atomic_path(meta) as tmp:
+                tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "report": report}, indent=1))
         except OSError as err:
             raise CheckpointError(
                 f"cannot write the {step} prompt to {self.folder}: {err.strerror or err}; free space or fix permissions"

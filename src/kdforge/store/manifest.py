@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kdforge.errors import StoreError
+from kdforge.files import atomic_path
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -108,10 +108,9 @@ def read_manifest(folder: Path) -> Manifest | None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``path`` through a temporary file: a kill leaves the old content or the new, never half."""
-    partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_text(text)
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            partial.write_text(text)
     except OSError as err:
         raise StoreError(f"cannot write {path}: {err.strerror}") from None
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from kdforge.errors import StoreError
+from kdforge.files import atomic_path
 
 # safetensors dtype names -> numpy
 _DTYPES = {"F16": np.float16, "F32": np.float32, "I8": np.int8, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
@@ -32,13 +32,11 @@ def sha256_file(path: Path) -> str:
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> tuple[str, int]:
     """Write ``tensors`` to ``path`` (via a temporary file, so a kill never leaves half a shard)."""
-    partial = path.with_name(path.name + ".partial")
     try:
-        save_file({name: t.contiguous() for name, t in tensors.items()}, str(partial))
-        digest = sha256_file(partial)
-        os.replace(partial, path)
+        with atomic_path(path) as partial:
+            save_file({name: t.contiguous() for name, t in tensors.items()}, str(partial))
+            digest = sha256_file(partial)
     except OSError as err:
-        partial.unlink(missing_ok=True)
         raise StoreError(f"cannot write store shard {path}: {err.strerror}") from None
     return digest, path.stat().st_size
 
