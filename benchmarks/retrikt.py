@@ -12,13 +12,14 @@ All three take the same number of optimizer steps. Reports dev accuracy, the sha
 label-only-to-teacher gap each student closes, the store's size and the latency retrieval adds
 per query (batch 1, the exported student with and without its store), and writes BENCHMARKS.md.
 
-    python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--compare-pairs]
-                                 [--key features]
+    python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--joined-pairs]
+                                 [--key embedding]
 
-``--compare-pairs`` gives the three pQRNN students ``compare_pairs: true`` (each text of a pair pooled
-apart, classified on [u, v, |u - v|, u * v]), measured into its own ``--section`` of BENCHMARKS.md.
-``--key features`` has the RetriKT student retrieve by the features its classifier layer reads
-instead of the mean of its last hidden states (the recipes' ``key``).
+The recipes' pQRNN students pool the two texts of a pair apart (``compare_pairs: true``) and their
+RetriKT student retrieves by the features its classifier layer reads (``key: features``). Earlier
+settings, each measured into its own ``--section`` of BENCHMARKS.md: ``--joined-pairs`` reads a pair
+as one sequence (``compare_pairs: false``, for all three students); ``--key embedding`` retrieves by
+the mean of the student's last hidden states.
 """
 
 from __future__ import annotations
@@ -89,20 +90,20 @@ def latency_added(student_dir: Path, texts: list[str], pairs: list[str] | None) 
     return {mode: statistics.median(values) for mode, values in times.items()}
 
 
-def task_recipe(name: str, compare_pairs: bool = False, key: str | None = None) -> Recipe:
-    """The task's recipe; with ``compare_pairs``, its pQRNN student pools the two texts apart; ``key``
-    sets what the RetriKT student retrieves by."""
+def task_recipe(name: str, joined_pairs: bool = False, key: str | None = None) -> Recipe:
+    """The task's recipe; with ``joined_pairs``, its pQRNN student reads a pair as one sequence; ``key``
+    overrides what the RetriKT student retrieves by."""
     recipe = load_recipe(RECIPES / f"{name}-retrikt.yaml")
     stage = recipe.stages[-1]
-    if compare_pairs:
-        stage.student.pqrnn = stage.student.pqrnn.model_copy(update={"compare_pairs": True})
+    if joined_pairs:
+        stage.student.pqrnn = stage.student.pqrnn.model_copy(update={"compare_pairs": False})
     if key:
         stage.methods = [m.model_copy(update={"key": key}) if m.name == "retrikt" else m for m in stage.methods]
     return recipe
 
 
-def run_task(name: str, out: Path, compare_pairs: bool = False, key: str | None = None) -> dict:
-    recipe = with_baselines(task_recipe(name, compare_pairs, key))
+def run_task(name: str, out: Path, joined_pairs: bool = False, key: str | None = None) -> dict:
+    recipe = with_baselines(task_recipe(name, joined_pairs, key))
     target = out / name
     # The knowledge stage first, so the label-only student's step budget can match the store's size.
     knowledge = Recipe.model_validate(
@@ -164,13 +165,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(TASKS), help="run these only (the table keeps earlier rows)")
     parser.add_argument("--table", action="store_true", help="only rewrite the table from the finished runs")
     parser.add_argument("--section", default="retrikt", help="BENCHMARKS.md section the table goes to")
-    parser.add_argument("--compare-pairs", action="store_true", help="pQRNN students with compare_pairs: true")
+    parser.add_argument("--joined-pairs", action="store_true", help="pQRNN students with compare_pairs: false")
     parser.add_argument("--key", choices=["embedding", "features"], help="what the RetriKT student retrieves by")
     args = parser.parse_args()
     quiet_transformers()
     summary_file = args.out / "summary.json"
     for name in [] if args.table else args.only or TASKS:
-        row = run_task(name, args.out, args.compare_pairs, args.key)
+        row = run_task(name, args.out, args.joined_pairs, args.key)
         # read again: other tasks may be running in parallel processes (--only)
         rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows[name] = row
@@ -226,13 +227,17 @@ def main() -> None:
         if closed
         else ""
     )
-    options = (" --compare-pairs" if args.compare_pairs else "") + (f" --key {args.key}" if args.key else "")
+    options = (" --joined-pairs" if args.joined_pairs else "") + (f" --key {args.key}" if args.key else "")
     variant = f"{options} --out {args.out} --section {args.section}" if options else ""
-    pooled = ", each text of a pair pooled apart (`compare_pairs: true`)" if args.compare_pairs else ""
+    pooled = (
+        ", a pair read as one sequence (`compare_pairs: false`)"
+        if args.joined_pairs
+        else ", each text of a pair pooled apart (`compare_pairs: true`)"
+    )
     keyed = {
-        None: "its recipe's key",
-        "embedding": "its sentence embedding (mean of its last hidden states)",
-        "features": "the features its classifier layer reads",
+        None: "the features its classifier layer reads (`key: features`)",
+        "features": "the features its classifier layer reads (`key: features`)",
+        "embedding": "its sentence embedding, the mean of its last hidden states (`key: embedding`)",
     }[args.key]
     title = "RetriKT: students of ~1% of the teacher on low-resource tasks" + (f" ({args.section})" if variant else "")
     write_section(
