@@ -13,13 +13,14 @@ label-only-to-teacher gap each student closes, the store's size and the latency 
 per query (batch 1, the exported student with and without its store), and writes BENCHMARKS.md.
 
     python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--joined-pairs]
-                                 [--key embedding]
+                                 [--key embedding] [--seed N]
 
 The recipes' pQRNN students pool the two texts of a pair apart (``compare_pairs: true``) and their
 RetriKT student retrieves by the features its classifier layer reads (``key: features``). Earlier
 settings, each measured into its own ``--section`` of BENCHMARKS.md: ``--joined-pairs`` reads a pair
 as one sequence (``compare_pairs: false``, for all three students); ``--key embedding`` retrieves by
-the mean of the student's last hidden states.
+the mean of the student's last hidden states. ``--seed N`` replaces the recipes' seed (teacher, store and
+students all change with it), to see how far one seed's figures move.
 """
 
 from __future__ import annotations
@@ -90,10 +91,12 @@ def latency_added(student_dir: Path, texts: list[str], pairs: list[str] | None) 
     return {mode: statistics.median(values) for mode, values in times.items()}
 
 
-def task_recipe(name: str, joined_pairs: bool = False, key: str | None = None) -> Recipe:
+def task_recipe(name: str, joined_pairs: bool = False, key: str | None = None, seed: int | None = None) -> Recipe:
     """The task's recipe; with ``joined_pairs``, its pQRNN student reads a pair as one sequence; ``key``
-    overrides what the RetriKT student retrieves by."""
+    overrides what the RetriKT student retrieves by, ``seed`` the recipe's seed."""
     recipe = load_recipe(RECIPES / f"{name}-retrikt.yaml")
+    if seed is not None:
+        recipe.seed = seed
     stage = recipe.stages[-1]
     if joined_pairs:
         stage.student.pqrnn = stage.student.pqrnn.model_copy(update={"compare_pairs": False})
@@ -102,8 +105,8 @@ def task_recipe(name: str, joined_pairs: bool = False, key: str | None = None) -
     return recipe
 
 
-def run_task(name: str, out: Path, joined_pairs: bool = False, key: str | None = None) -> dict:
-    recipe = with_baselines(task_recipe(name, joined_pairs, key))
+def run_task(name: str, out: Path, joined_pairs: bool = False, key: str | None = None, seed: int | None = None) -> dict:
+    recipe = with_baselines(task_recipe(name, joined_pairs, key, seed))
     target = out / name
     # The knowledge stage first, so the label-only student's step budget can match the store's size.
     knowledge = Recipe.model_validate(
@@ -167,11 +170,12 @@ def main() -> None:
     parser.add_argument("--section", default="retrikt", help="BENCHMARKS.md section the table goes to")
     parser.add_argument("--joined-pairs", action="store_true", help="pQRNN students with compare_pairs: false")
     parser.add_argument("--key", choices=["embedding", "features"], help="what the RetriKT student retrieves by")
+    parser.add_argument("--seed", type=int, help="replace the recipes' seed")
     args = parser.parse_args()
     quiet_transformers()
     summary_file = args.out / "summary.json"
     for name in [] if args.table else args.only or TASKS:
-        row = run_task(name, args.out, args.joined_pairs, args.key)
+        row = run_task(name, args.out, args.joined_pairs, args.key, args.seed)
         # read again: other tasks may be running in parallel processes (--only)
         rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows[name] = row
@@ -228,6 +232,7 @@ def main() -> None:
         else ""
     )
     options = (" --joined-pairs" if args.joined_pairs else "") + (f" --key {args.key}" if args.key else "")
+    options += f" --seed {args.seed}" if args.seed is not None else ""
     variant = f"{options} --out {args.out} --section {args.section}" if options else ""
     pooled = (
         ", a pair read as one sequence (`compare_pairs: false`)"
