@@ -62,3 +62,22 @@ def test_other_jsonl_is_refused_as_copa(tmp_path):
     (tmp_path / "cb.jsonl").write_text(json.dumps({"premise": "a", "hypothesis": "b", "label": "neutral"}) + "\n")
     with pytest.raises(DataError, match="format copa needs premise, choice1, choice2, question"):
         load_source(DataSource(path=str(tmp_path / "cb.jsonl"), format="copa"), "dev")
+
+
+def test_candidates_layout_pairs_the_two_candidate_sentences(tmp_path):
+    (tmp_path / "copa-dev.xml").write_text(XML)
+    source = DataSource(path=str(tmp_path / "copa-dev.xml"), format="copa_candidates")
+    train = load_source(source, "train")
+    assert train[0] == {
+        "text": "My body cast a shadow because the sun was rising.",
+        "text_pair": "My body cast a shadow because the grass was cut.",
+        "label": "0",
+    }
+    assert (train[1]["text"], train[1]["text_pair"], train[1]["label"]) == (
+        train[0]["text_pair"],
+        train[0]["text"],
+        "1",
+    )  # the swapped copy
+    dev = load_source(source, "dev")
+    assert dev[1]["text_pair"] == "The glass fell so it broke." and dev[1]["label"] == "1"
+    assert dev[2]["text"] == "I was cold so I put on a coat."  # "I" keeps its case

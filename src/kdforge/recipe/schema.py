@@ -209,7 +209,8 @@ class DataSource(Strict):
     ``hypothesis``, ``label``, ``score`` ...) unless ``text``, ``text_pair``, ``label`` or
     ``score`` name them. ``format: auto`` picks the layout from the file; ``atis`` is a folder of
     line-aligned ``seq.in`` / ``seq.out`` / ``label`` files per split (ATIS, SNIPS); ``copa`` reads COPA
-    (its XML or SuperGLUE JSONL) as premise + question vs. the two alternatives (tasks/data.py);
+    (its XML or SuperGLUE JSONL) as premise + question vs. the two alternatives, ``copa_candidates`` as
+    the two candidate sentences "premise because/so alternative" side by side (tasks/data.py);
     ``stage:NAME`` as the path trains on the sample store of a ``kind: knowledge`` stage.
     """
 
@@ -217,7 +218,7 @@ class DataSource(Strict):
     hub: str | None = None
     subset: str | None = None
     split: str | None = None
-    format: Literal["auto", "stsb", "tsv", "csv", "jsonl", "text", "atis", "copa"] = "auto"
+    format: Literal["auto", "stsb", "tsv", "csv", "jsonl", "text", "atis", "copa", "copa_candidates"] = "auto"
     text: str | None = None
     text_pair: str | None = None
     label: str | None = None

@@ -58,6 +58,9 @@ def texts_and_pairs(ds: datasets.Dataset) -> tuple[list[str], list[str] | None]:
     return list(ds["text"]), list(ds["text_pair"]) if "text_pair" in ds.column_names else None
 
 
+COPA_FORMATS = ("copa", "copa_candidates")
+
+
 def read_rows(source: DataSource, split: str | None = None) -> tuple[list[dict], str]:
     """The source's rows with their columns as written (``limit`` at most), and the file they came from.
 
@@ -70,9 +73,12 @@ def read_rows(source: DataSource, split: str | None = None) -> tuple[list[dict],
     elif source.format == "auto" and is_sample_store(source.path):  # a knowledge stage's samples (RetriKT)
         store = open_samples(source.path)
         rows, where = store.samples.remove_columns("source").to_list(), str(store.folder)
-    elif source.format == "copa" or (source.format == "auto" and Path(source.path).suffix == ".xml"):
+    elif source.format in ("copa", "copa_candidates") or (
+        source.format == "auto" and Path(source.path).suffix == ".xml"
+    ):
         path = _pick_file(Path(source.path), source.split or split)
-        rows, where = read_copa(path, source.limit, swapped=(source.split or split) == "train"), str(path)
+        swapped, candidates = (source.split or split) == "train", source.format == "copa_candidates"
+        rows, where = read_copa(path, source.limit, swapped, candidates), str(path)
         counted = True  # the limit counts COPA items, before their swapped copies
     elif source.format == "atis" or (source.format == "auto" and is_seq_folder(Path(source.path))):
         folder = _seq_split(Path(source.path), source.split or split)
@@ -164,13 +170,16 @@ def _lines(path: Path) -> list[str]:
         raise DataError(f"{path}: not UTF-8 text ({err.reason})") from None
 
 
-def read_copa(path: Path, limit: int | None = None, swapped: bool = False) -> list[dict]:
+def read_copa(path: Path, limit: int | None = None, swapped: bool = False, candidates: bool = False) -> list[dict]:
     """COPA (Roemmele et al. 2011) as sentence-pair classification: ``text`` is the premise and the
     question (``What was the cause?``), ``text_pair`` the two alternatives, ``label`` 0 for the first, 1
-    for the second. Reads the original XML (``copa-dev.xml``; its first 400 items are SuperGLUE's
-    train split, the last 100 its validation split) or SuperGLUE's JSONL. ``swapped`` (training
-    splits) adds every item again with the alternatives swapped, so position is no cue; ``limit``
-    counts items, before the swap.
+    for the second. ``candidates``: ``text`` and ``text_pair`` are the two candidate sentences instead,
+    "premise because alternative" (a cause) or "premise so alternative" (an effect): a model that reads
+    the texts of a pair apart (a pQRNN with ``compare_pairs``) then scores each alternative with the
+    premise, rather than both alternatives in one vector. Reads the original XML (``copa-dev.xml``; its
+    first 400 items are SuperGLUE's train split, the last 100 its validation split) or SuperGLUE's
+    JSONL. ``swapped`` (training splits) adds every item again with the alternatives swapped, so
+    position is no cue; ``limit`` counts items, before the swap.
     """
     if path.suffix == ".xml":
         import xml.etree.ElementTree as ET  # the COPA release: no entities, no DTD expansion needed
@@ -192,14 +201,27 @@ def read_copa(path: Path, limit: int | None = None, swapped: bool = False) -> li
         raise DataError(f"{path}: format copa needs premise, choice1, choice2, question (missing {', '.join(missing)})")
     rows = []
     for item in items[:limit]:
-        text = f"{item['premise']} What was the {item['question']}?"
         label = item.get("label")
-        rows.append({"text": text, "text_pair": f"{item['choice1']} Or: {item['choice2']}", "label": label})
+        if candidates:
+            first, second = (_copa_candidate(item, item[c]) for c in ("choice1", "choice2"))
+        else:
+            first = f"{item['premise']} What was the {item['question']}?"
+            second = f"{item['choice1']} Or: {item['choice2']}"
+        rows.append({"text": first, "text_pair": second, "label": label})
         if swapped and label is not None:
-            rows.append(
-                {"text": text, "text_pair": f"{item['choice2']} Or: {item['choice1']}", "label": 1 - int(label)}
-            )
+            swap = (second, first) if candidates else (first, f"{item['choice2']} Or: {item['choice1']}")
+            rows.append({"text": swap[0], "text_pair": swap[1], "label": 1 - int(label)})
     return rows
+
+
+def _copa_candidate(item: dict, choice: str) -> str:
+    """ "The man broke his toe because he dropped a hammer on his foot." (Roemmele et al.'s reading)."""
+    premise = item["premise"].rstrip(".")
+    connector = "because" if item["question"] == "cause" else "so"
+    first = choice.split(" ", 1)[0]
+    if first != "I" and not first.isupper():  # "I" and acronyms keep their case
+        choice = choice[:1].lower() + choice[1:]
+    return f"{premise} {connector} {choice}"
 
 
 def _file_rows(path: Path, fmt: str) -> list[dict]:
