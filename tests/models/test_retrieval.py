@@ -49,8 +49,11 @@ def test_gradients_reach_the_query_and_the_mixing_weight(head):
 
 def test_folder_round_trip(head, tmp_path):
     head.save(tmp_path / "student" / "retrieval")
-    assert (tmp_path / "student" / "retrieval" / "store" / "index.faiss").is_file()
+    store = tmp_path / "student" / "retrieval" / "store"
+    assert (store / "index.faiss").is_file()
+    assert not (store / "keys.safetensors").exists()  # a flat index holds the keys: they are not written twice
     loaded = RetrievalHead.load(tmp_path / "student" / "retrieval")
+    assert torch.allclose(loaded.keys, head.keys, atol=1e-6)
     query, logits = torch.randn(5, 2), torch.randn(5, 2)
     assert loaded.k == 2 and loaded.temperature == 0.5
     assert torch.allclose(loaded.mix, head.mix)
@@ -88,3 +91,18 @@ def test_a_head_keyed_on_features_keeps_its_key(head, tmp_path):
     assert RetrievalHead.load(tmp_path / "r").key == "features"
     with pytest.raises(ValueError, match="retrieval key is one of embedding, features"):
         RetrievalHead(head.store, key="tokens")
+
+
+def test_keys_come_from_a_keys_file_or_not_at_all(head, tmp_path):
+    from safetensors.torch import save_file
+
+    from kdforge.errors import StoreError
+
+    folder = tmp_path / "r"
+    head.save(folder)
+    (folder / "store" / "index.faiss").unlink()
+    with pytest.raises(StoreError, match="no index.faiss or keys.safetensors"):
+        RetrievalHead.load(folder)
+    save_file({"keys": head.keys}, str(folder / "store" / "keys.safetensors"))  # as earlier versions wrote it
+    loaded = RetrievalHead.load(folder)  # the index is rebuilt from the keys
+    assert loaded.neighbours(torch.tensor([[2.0, 0.0]])).tolist() == [[0, 2]]

@@ -127,8 +127,12 @@ class RetrievalHead(nn.Module):
         store = folder / "store"
         if store.resolve() != self.store.folder.resolve():
             _copy_store(self.store.folder, store)
-        save_file({"keys": self.keys}, str(store / "keys.safetensors"))
         faiss.write_index(self.index, str(store / "index.faiss"))
+        keys_file = store / "keys.safetensors"
+        if isinstance(self.index, faiss.IndexFlat):  # the index holds the keys themselves: not written twice
+            keys_file.unlink(missing_ok=True)
+        else:
+            save_file({"keys": self.keys}, str(keys_file))
         settings = {"k": self.k, "temperature": self.temperature, "mix": float(self.mix.detach()), "key": self.key}
         (folder / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
         return folder
@@ -143,12 +147,14 @@ class RetrievalHead(nn.Module):
         store = open_samples(folder / "store")
         mix = min(max(settings["mix"], 1e-6), 1 - 1e-6)
         head = cls(store, settings["k"], settings["temperature"], mix, settings.get("key", "embedding"))
-        keys_file = folder / "store" / "keys.safetensors"
-        if not keys_file.is_file():
-            raise StoreError(f"{keys_file}: missing; the student's store has no keys to search")
-        keys = load_file(str(keys_file))["keys"]
-        index_file = folder / "store" / "index.faiss"
+        keys_file, index_file = folder / "store" / "keys.safetensors", folder / "store" / "index.faiss"
         index = faiss.read_index(str(index_file)) if index_file.is_file() else None
+        if keys_file.is_file():
+            keys = load_file(str(keys_file))["keys"]
+        elif isinstance(index, faiss.IndexFlat):
+            keys = torch.from_numpy(index.reconstruct_n(0, index.ntotal))
+        else:
+            raise StoreError(f"{folder / 'store'}: no index.faiss or keys.safetensors; the student's store has no keys")
         if index is None or index.ntotal != keys.shape[0]:
             head.set_keys(keys)  # no index shipped (or a stale one): rebuilt from the keys, exactly
         else:

@@ -12,9 +12,10 @@ A sample store is a folder:
   stands for, ``source`` = the training example it was derived from, or ``-(row + 1)`` for a
   generated sample, so that no sample is its own neighbour during training);
 - ``teacher.safetensors``: ``probs`` ``[N, C]``, the teacher's distribution for each sample;
-- once a student has been trained to search it: ``keys.safetensors`` (the student's
-  L2-normalised sample embeddings ``[N, D]``) and ``index.faiss`` (an inner-product index on
-  them). FAISS writes its own binary format, never a pickle.
+- once a student has been trained to search it: ``index.faiss``, a flat inner-product index holding
+  the student's L2-normalised keys ``[N, D]`` (a non-flat index would need them beside it, as
+  ``keys.safetensors``, which earlier versions always wrote). FAISS writes its own binary format,
+  never a pickle.
 """
 
 from __future__ import annotations
