@@ -37,6 +37,7 @@ from _common import machine, table, write_section
 import kdforge
 from kdforge.models import load_model
 from kdforge.models.loading import quiet_transformers
+from kdforge.models.retrieval import KEYS
 from kdforge.recipe import load_recipe
 from kdforge.recipe.schema import Recipe
 from kdforge.tasks.data import load_source, texts_and_pairs
@@ -169,7 +170,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only rewrite the table from the finished runs")
     parser.add_argument("--section", default="retrikt", help="BENCHMARKS.md section the table goes to")
     parser.add_argument("--joined-pairs", action="store_true", help="pQRNN students with compare_pairs: false")
-    parser.add_argument("--key", choices=["embedding", "features"], help="what the RetriKT student retrieves by")
+    parser.add_argument("--key", choices=KEYS, help="what the RetriKT student retrieves by")
     parser.add_argument("--seed", type=int, help="replace the recipes' seed")
     args = parser.parse_args()
     quiet_transformers()
@@ -239,11 +240,10 @@ def main() -> None:
         if args.joined_pairs
         else ", each text of a pair pooled apart (`compare_pairs: true`)"
     )
-    keyed = {
-        None: "the features its classifier layer reads (`key: features`)",
+    keyed = {  # no --key: the recipes' features
         "features": "the features its classifier layer reads (`key: features`)",
         "embedding": "its sentence embedding, the mean of its last hidden states (`key: embedding`)",
-    }[args.key]
+    }[args.key or "features"]
     title = "RetriKT: students of ~1% of the teacher on low-resource tasks" + (f" ({args.section})" if variant else "")
     write_section(
         args.section,

@@ -31,6 +31,7 @@ def main() -> None:
         f"`{m.name}`" + (f" (T={m.model_extra['temperature']:g})" if "temperature" in (m.model_extra or {}) else "")
         for m in distill_stage.methods
     )
+    blocks = " and ".join(map(str, distill_stage.student.layers))
     results = kdforge.run(recipe, args.out, show=True)
     finetune, distill = results["stages"]
     teacher, student = distill["metrics"]["teacher"]["eval"], distill["metrics"]["student"]["eval"]
@@ -68,7 +69,7 @@ def main() -> None:
 
 Command: `{command()}` (recipe `recipes/sst2-minilm-l2.yaml`), on {machine()}.
 Stage 1 fine-tunes all-MiniLM-L6-v2 on SST-2 train (67,349 sentences) with cross-entropy; stage 2 distils it into
-the student built from teacher blocks {" and ".join(map(str, distill_stage.student.layers))}, with {methods} on the same sentences,
+the student built from teacher blocks {blocks}, with {methods} on the same sentences,
 80% of them word-replaced each epoch.
 Metrics on SST-2 dev (872 sentences, never trained on); throughput in the same run, batch 64.
 

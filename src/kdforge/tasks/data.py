@@ -73,9 +73,7 @@ def read_rows(source: DataSource, split: str | None = None) -> tuple[list[dict],
     elif source.format == "auto" and is_sample_store(source.path):  # a knowledge stage's samples (RetriKT)
         store = open_samples(source.path)
         rows, where = store.samples.remove_columns("source").to_list(), str(store.folder)
-    elif source.format in ("copa", "copa_candidates") or (
-        source.format == "auto" and Path(source.path).suffix == ".xml"
-    ):
+    elif source.format in COPA_FORMATS or (source.format == "auto" and Path(source.path).suffix == ".xml"):
         path = _pick_file(Path(source.path), source.split or split)
         swapped, candidates = (source.split or split) == "train", source.format == "copa_candidates"
         rows, where = read_copa(path, source.limit, swapped, candidates), str(path)
@@ -199,18 +197,18 @@ def read_copa(path: Path, limit: int | None = None, swapped: bool = False, candi
     missing = [k for k in ("premise", "choice1", "choice2", "question") if items and k not in items[0]]
     if missing:
         raise DataError(f"{path}: format copa needs premise, choice1, choice2, question (missing {', '.join(missing)})")
+
+    def pair(item: dict, a: str, b: str) -> dict:
+        if candidates:
+            return {"text": _copa_candidate(item, item[a]), "text_pair": _copa_candidate(item, item[b])}
+        return {"text": f"{item['premise']} What was the {item['question']}?", "text_pair": f"{item[a]} Or: {item[b]}"}
+
     rows = []
     for item in items[:limit]:
         label = item.get("label")
-        if candidates:
-            first, second = (_copa_candidate(item, item[c]) for c in ("choice1", "choice2"))
-        else:
-            first = f"{item['premise']} What was the {item['question']}?"
-            second = f"{item['choice1']} Or: {item['choice2']}"
-        rows.append({"text": first, "text_pair": second, "label": label})
+        rows.append(pair(item, "choice1", "choice2") | {"label": label})
         if swapped and label is not None:
-            swap = (second, first) if candidates else (first, f"{item['choice2']} Or: {item['choice1']}")
-            rows.append({"text": swap[0], "text_pair": swap[1], "label": 1 - int(label)})
+            rows.append(pair(item, "choice2", "choice1") | {"label": 1 - int(label)})
     return rows
 
 
