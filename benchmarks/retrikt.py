@@ -39,7 +39,7 @@ from kdforge.models import load_model
 from kdforge.models.loading import quiet_transformers
 from kdforge.models.retrieval import KEYS
 from kdforge.recipe import load_recipe
-from kdforge.recipe.schema import Recipe
+from kdforge.recipe.schema import DataSource, Recipe
 from kdforge.tasks.data import load_source, texts_and_pairs
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -92,12 +92,22 @@ def latency_added(student_dir: Path, texts: list[str], pairs: list[str] | None) 
     return {mode: statistics.median(values) for mode, values in times.items()}
 
 
-def task_recipe(name: str, joined_pairs: bool = False, key: str | None = None, seed: int | None = None) -> Recipe:
+def task_recipe(
+    name: str,
+    joined_pairs: bool = False,
+    key: str | None = None,
+    seed: int | None = None,
+    unlabeled: list[Path] | None = None,
+) -> Recipe:
     """The task's recipe; with ``joined_pairs``, its pQRNN student reads a pair as one sequence; ``key``
-    overrides what the RetriKT student retrieves by, ``seed`` the recipe's seed."""
+    overrides what the RetriKT student retrieves by, ``seed`` the recipe's seed; ``unlabeled`` files
+    join the knowledge stage's in-domain text without labels."""
     recipe = load_recipe(RECIPES / f"{name}-retrikt.yaml")
     if seed is not None:
         recipe.seed = seed
+    if unlabeled:
+        knowledge = recipe.stages[1].knowledge
+        knowledge.unlabeled = [*knowledge.unlabeled, *(DataSource(path=str(p)) for p in unlabeled)]
     stage = recipe.stages[-1]
     if joined_pairs:
         stage.student.pqrnn = stage.student.pqrnn.model_copy(update={"compare_pairs": False})
@@ -106,8 +116,15 @@ def task_recipe(name: str, joined_pairs: bool = False, key: str | None = None, s
     return recipe
 
 
-def run_task(name: str, out: Path, joined_pairs: bool = False, key: str | None = None, seed: int | None = None) -> dict:
-    recipe = with_baselines(task_recipe(name, joined_pairs, key, seed))
+def run_task(
+    name: str,
+    out: Path,
+    joined_pairs: bool = False,
+    key: str | None = None,
+    seed: int | None = None,
+    unlabeled: list[Path] | None = None,
+) -> dict:
+    recipe = with_baselines(task_recipe(name, joined_pairs, key, seed, unlabeled))
     target = out / name
     # The knowledge stage first, so the label-only student's step budget can match the store's size.
     knowledge = Recipe.model_validate(
@@ -158,6 +175,16 @@ def dev_figures(run: Path, name: str) -> tuple[list[float], tuple[float, float]]
     return shares, (float((own == gold).float().mean()) * 100, float((retrieved == gold).float().mean()) * 100)
 
 
+def unlabeled_text(out: Path, rows: dict) -> str:
+    """The table's note on the unlabeled in-domain text (task: file) the knowledge stages read, if any."""
+    used = []
+    for name in rows:
+        stages = json.loads((out / name / "recipe.json").read_text())["stages"]
+        files = [Path(s["path"]) for stage in stages for s in (stage.get("knowledge") or {}).get("unlabeled", [])]
+        used += [f"{name}: {f.parent.name}/{f.name}" for f in files]
+    return f", and unlabeled in-domain text ({'; '.join(used)})" if used else ""
+
+
 def gap_closed(row: dict, student: str) -> float:
     gap = row["teacher"] - row["labels"]
     return (row[student] - row["labels"]) / gap * 100 if gap > 0 else float("nan")
@@ -172,11 +199,17 @@ def main() -> None:
     parser.add_argument("--joined-pairs", action="store_true", help="pQRNN students with compare_pairs: false")
     parser.add_argument("--key", choices=KEYS, help="what the RetriKT student retrieves by")
     parser.add_argument("--seed", type=int, help="replace the recipes' seed")
+    parser.add_argument(
+        "--unlabeled",
+        nargs="*",
+        type=Path,
+        help="in-domain files without labels the teacher labels too (with --only TASK)",
+    )
     args = parser.parse_args()
     quiet_transformers()
     summary_file = args.out / "summary.json"
     for name in [] if args.table else args.only or TASKS:
-        row = run_task(name, args.out, args.joined_pairs, args.key, args.seed)
+        row = run_task(name, args.out, args.joined_pairs, args.key, args.seed, args.unlabeled)
         # read again: other tasks may be running in parallel processes (--only)
         rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows[name] = row
@@ -234,6 +267,7 @@ def main() -> None:
     )
     options = (" --joined-pairs" if args.joined_pairs else "") + (f" --key {args.key}" if args.key else "")
     options += f" --seed {args.seed}" if args.seed is not None else ""
+    options += "".join(f" --unlabeled {p}" for p in args.unlabeled or [])
     variant = f"{options} --out {args.out} --section {args.section}" if options else ""
     pooled = (
         ", a pair read as one sequence (`compare_pairs: false`)"
@@ -252,9 +286,9 @@ def main() -> None:
 `python benchmarks/retrikt.py{variant}` (here each task as `--only TASK`, two at a time, then `--table`) on
 {machine()}. Teacher: all-MiniLM-L6-v2 fine-tuned on each task (kdforge
 `finetune` stage); its knowledge: the labelled examples and perturbed copies of them (word
-replacement p = 0.3, character distortion 0.05), labelled by the teacher (knowledge source b).
-Student: a pQRNN (no embedding table){pooled}. Accuracy x100 on the dev/validation split; the three students
-take the same number of optimizer steps; "gap closed" is (student - labels only) / (teacher -
+replacement p = 0.3, character distortion 0.05){unlabeled_text(args.out, rows)}, labelled by the teacher
+(knowledge source b). Student: a pQRNN (no embedding table){pooled}. Accuracy x100 on the dev/validation
+split; the three students take the same number of optimizer steps; "gap closed" is (student - labels only) / (teacher -
 labels only) (undefined, "nan", where the label-only student already scores as high as the teacher);
 agreement: how often a student's dev prediction equals the teacher's. RetriKT is the recipes'
 `retrikt` with `student_kd: 1` (KD on the student's own prediction next to the mixture loss), retrieving by

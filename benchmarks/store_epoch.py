@@ -139,7 +139,8 @@ STS-B dev Spearman after the epoch shows the three runs train the same student.
 
 - Cached epoch / floor: **{seconds["cached"] / seconds["floor"]:.2f}x** (target <= 1.15x); online / floor:
   {seconds["online"] / seconds["floor"]:.2f}x.
-- One-time store build (teacher forward over the {store.manifest.rows:,} rows, plus writing): {build_seconds:.1f} s. Store:
+- One-time store build (teacher forward over the {store.manifest.rows:,} rows, plus writing):
+  {build_seconds:.1f} s. Store:
   {store.manifest.bytes / 1e6:,.1f} MB for {tokens:,} tokens ({store.manifest.bytes / tokens:,.0f} bytes per token):
   hidden layers {list(views.hidden_layers)} in {views.precision} and the sentence embedding (fp32).
 """

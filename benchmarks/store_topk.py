@@ -26,6 +26,14 @@ from kdforge.store import KnowledgeStore
 from kdforge.store.codec import logits_per_token_bytes
 
 TOP_K = (8, 32, 128)
+HEADER = [
+    "student",
+    "logit bytes / token",
+    "vs dense fp32",
+    "dev next-token accuracy",
+    "dev perplexity",
+    "accuracy vs dense",
+]
 
 
 def make_teacher_backbone(folder: Path) -> Path:
@@ -124,7 +132,7 @@ Students: its first block, distilled with `forward_kl` for one epoch on the same
 teacher (dense logits) or from a store at each k. Quality: next-token accuracy (x100) and perplexity on SST-2
 dev sentences. Bytes per token are the stored logits alone (top-k log-probs fp16 + ids int32 + tail mass fp32).
 
-{table(["student", "logit bytes / token", "vs dense fp32", "dev next-token accuracy", "dev perplexity", "accuracy vs dense"], rows)}
+{table(HEADER, rows)}
 """
     write_section("store-topk", body)
     print(body)
