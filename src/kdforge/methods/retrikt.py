@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
-from kdforge.models.views import Views
+from kdforge.models.views import RETRIEVAL_KEYS, Views
 
 if TYPE_CHECKING:  # both import the store package, which imports this one
     from kdforge.models.retrieval import RetrievalHead
@@ -58,7 +58,7 @@ class RetriKT(Method):
         refresh_every: PositiveInt | None = Field(
             None, description="re-embed the store every N steps; default: at the start of each epoch"
         )
-        key: Literal["embedding", "features"] = Field(
+        key: Literal[RETRIEVAL_KEYS] = Field(
             "embedding",
             description="what queries and keys are made of: the student's sentence embedding (the paper's), or "
             "the features its classifier layer reads (neighbours the classifier sees alike)",

@@ -32,13 +32,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from kdforge.errors import ModelError, StoreError
+from kdforge.models.views import RETRIEVAL_KEYS
 from kdforge.store.samples import SampleStore, open_samples
 
 if TYPE_CHECKING:
     from kdforge.models.text_model import TextModel
 
 SETTINGS = "retrieval.json"
-KEYS = ("embedding", "features")  # the student's view its queries and the store's keys are made of
+KEYS = RETRIEVAL_KEYS  # the student's view its queries and the store's keys are made of
 FOLDER = "retrieval"  # inside a saved student's folder
 
 

@@ -16,6 +16,8 @@ from torch import Tensor
 SEQUENCE_VIEWS = frozenset({"logits", "embedding", "features"})
 TOKEN_VIEWS = frozenset({"hidden_states", "attentions", "qkv", "token_logits"})
 ALL_VIEWS = SEQUENCE_VIEWS | TOKEN_VIEWS
+#: The views a retrieving student (RetriKT) can make its queries and its store's keys of.
+RETRIEVAL_KEYS = ("embedding", "features")
 
 
 @dataclass
