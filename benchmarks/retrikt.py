@@ -13,14 +13,17 @@ label-only-to-teacher gap each student closes, the store's size and the latency 
 per query (batch 1, the exported student with and without its store), and writes BENCHMARKS.md.
 
     python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--joined-pairs]
-                                 [--key embedding] [--seed N]
+                                 [--key embedding] [--seed N] [--unlabeled FILE ...] [--table [--latency]]
 
-The recipes' pQRNN students pool the two texts of a pair apart (``compare_pairs: true``) and their
-RetriKT student retrieves by the features its classifier layer reads (``key: features``). Earlier
-settings, each measured into its own ``--section`` of BENCHMARKS.md: ``--joined-pairs`` reads a pair
-as one sequence (``compare_pairs: false``, for all three students); ``--key embedding`` retrieves by
-the mean of the student's last hidden states. ``--seed N`` replaces the recipes' seed (teacher, store and
-students all change with it), to see how far one seed's figures move.
+The recipes' pQRNN students pool the two texts of a pair apart (``compare_pairs: true``; COPA's read a
+pair as one sequence, its second text holding both alternatives) and their RetriKT student retrieves by
+the features its classifier layer reads (``key: features``). Earlier settings, each measured into its
+own ``--section`` of BENCHMARKS.md: ``--joined-pairs`` reads a pair as one sequence (``compare_pairs:
+false``, for all three students); ``--key embedding`` retrieves by the mean of the student's last
+hidden states. ``--seed N`` replaces the recipes' seed (teacher, store and students all change with
+it), to see how far one seed's figures move; ``benchmarks/retrikt_seeds.py`` averages such runs.
+``--unlabeled FILE`` has the teacher label in-domain text without labels into the store too.
+``--table --latency`` measures the latency retrieval adds again, for figures taken on an idle machine.
 """
 
 from __future__ import annotations
@@ -185,6 +188,22 @@ def unlabeled_text(out: Path, rows: dict) -> str:
     return f", and unlabeled in-domain text ({'; '.join(used)})" if used else ""
 
 
+def pair_reading(out: Path, rows: dict) -> str:
+    """How the runs' pQRNN students read a pair: both texts as one sequence, or each pooled apart."""
+    joined = []
+    for name in rows:
+        student = json.loads((out / name / "recipe.json").read_text())["stages"][-1]["student"]
+        if not (student.get("pqrnn") or {}).get("compare_pairs", False):
+            joined.append(name)
+    apart = ", each text of a pair pooled apart (`compare_pairs: true`)"
+    one = ", a pair read as one sequence (`compare_pairs: false`)"
+    if not joined:
+        return apart
+    if len(joined) == len(rows):
+        return one
+    return f"{apart}; on {', '.join(joined)}{one}"
+
+
 def gap_closed(row: dict, student: str) -> float:
     gap = row["teacher"] - row["labels"]
     return (row[student] - row["labels"]) / gap * 100 if gap > 0 else float("nan")
@@ -205,6 +224,9 @@ def main() -> None:
         type=Path,
         help="in-domain files without labels the teacher labels too (with --only TASK)",
     )
+    parser.add_argument(
+        "--latency", action="store_true", help="with --table: measure the added latency again (on an idle machine)"
+    )
     args = parser.parse_args()
     quiet_transformers()
     summary_file = args.out / "summary.json"
@@ -215,6 +237,11 @@ def main() -> None:
         rows[name] = row
         summary_file.write_text(json.dumps(rows, indent=2))
     rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    if args.table and args.latency:
+        for name, row in rows.items():
+            dev = load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
+            row["latency_ms"] = latency_added(args.out / name / "student", *texts_and_pairs(dev))
+        summary_file.write_text(json.dumps(rows, indent=2))
     # An earlier run of the recipes with student_kd: 0 (the paper's loss alone), where one was kept.
     earlier = args.out / "summary-mixture-loss-only.json"
     mixture_only = json.loads(earlier.read_text()) if earlier.is_file() else {}
@@ -269,11 +296,7 @@ def main() -> None:
     options += f" --seed {args.seed}" if args.seed is not None else ""
     options += "".join(f" --unlabeled {p}" for p in args.unlabeled or [])
     variant = f"{options} --out {args.out} --section {args.section}" if options else ""
-    pooled = (
-        ", a pair read as one sequence (`compare_pairs: false`)"
-        if args.joined_pairs
-        else ", each text of a pair pooled apart (`compare_pairs: true`)"
-    )
+    pooled = pair_reading(args.out, rows)
     keyed = {  # no --key: the recipes' features
         "features": "the features its classifier layer reads (`key: features`)",
         "embedding": "its sentence embedding, the mean of its last hidden states (`key: embedding`)",
