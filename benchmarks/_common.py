@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,9 +28,8 @@ def machine() -> str:
 
 
 def command() -> str:
-    return "python " + " ".join(
-        [str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]
-    )
+    script = str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0]
+    return "python " + shlex.join([script, *sys.argv[1:]])
 
 
 def write_section(name: str, body: str) -> None:
