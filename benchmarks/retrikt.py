@@ -12,14 +12,15 @@ All three take the same number of optimizer steps. Reports dev accuracy, the sha
 label-only-to-teacher gap each student closes, the store's size and the latency retrieval adds
 per query (batch 1, the exported student with and without its store), and writes BENCHMARKS.md.
 
-    python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--joined-pairs]
+    python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--joined-pairs | --pooled-pairs]
                                  [--key embedding] [--seed N] [--unlabeled FILE ...] [--table [--latency]]
 
 The recipes' pQRNN students pool the two texts of a pair apart (``compare_pairs: true``; COPA's read a
 pair as one sequence, its second text holding both alternatives) and their RetriKT student retrieves by
 the features its classifier layer reads (``key: features``). Earlier settings, each measured into its
 own ``--section`` of BENCHMARKS.md: ``--joined-pairs`` reads a pair as one sequence (``compare_pairs:
-false``, for all three students); ``--key embedding`` retrieves by the mean of the student's last
+false``, for all three students), ``--pooled-pairs`` pools them apart on every task (COPA's before);
+``--key embedding`` retrieves by the mean of the student's last
 hidden states. ``--seed N`` replaces the recipes' seed (teacher, store and students all change with
 it), to see how far one seed's figures move; ``benchmarks/retrikt_seeds.py`` averages such runs.
 ``--unlabeled FILE`` has the teacher label in-domain text without labels into the store too.
@@ -97,12 +98,13 @@ def latency_added(student_dir: Path, texts: list[str], pairs: list[str] | None) 
 
 def task_recipe(
     name: str,
-    joined_pairs: bool = False,
+    joined_pairs: bool | None = None,
     key: str | None = None,
     seed: int | None = None,
     unlabeled: list[Path] | None = None,
 ) -> Recipe:
-    """The task's recipe; with ``joined_pairs``, its pQRNN student reads a pair as one sequence; ``key``
+    """The task's recipe; ``joined_pairs`` True or False: its pQRNN student reads a pair as one sequence or
+    pools its texts apart (None: as the recipe says); ``key``
     overrides what the RetriKT student retrieves by, ``seed`` the recipe's seed; ``unlabeled`` files
     join the knowledge stage's in-domain text without labels."""
     recipe = load_recipe(RECIPES / f"{name}-retrikt.yaml")
@@ -112,8 +114,8 @@ def task_recipe(
         knowledge = recipe.stages[1].knowledge
         knowledge.unlabeled = [*knowledge.unlabeled, *(DataSource(path=str(p)) for p in unlabeled)]
     stage = recipe.stages[-1]
-    if joined_pairs:
-        stage.student.pqrnn = stage.student.pqrnn.model_copy(update={"compare_pairs": False})
+    if joined_pairs is not None:
+        stage.student.pqrnn = stage.student.pqrnn.model_copy(update={"compare_pairs": not joined_pairs})
     if key:
         stage.methods = [m.model_copy(update={"key": key}) if m.name == "retrikt" else m for m in stage.methods]
     return recipe
@@ -122,7 +124,7 @@ def task_recipe(
 def run_task(
     name: str,
     out: Path,
-    joined_pairs: bool = False,
+    joined_pairs: bool | None = None,
     key: str | None = None,
     seed: int | None = None,
     unlabeled: list[Path] | None = None,
@@ -215,7 +217,21 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(TASKS), help="run these only (the table keeps earlier rows)")
     parser.add_argument("--table", action="store_true", help="only rewrite the table from the finished runs")
     parser.add_argument("--section", default="retrikt", help="BENCHMARKS.md section the table goes to")
-    parser.add_argument("--joined-pairs", action="store_true", help="pQRNN students with compare_pairs: false")
+    pairs = parser.add_mutually_exclusive_group()
+    pairs.add_argument(
+        "--joined-pairs",
+        dest="joined_pairs",
+        action="store_const",
+        const=True,
+        help="compare_pairs: false on every task",
+    )
+    pairs.add_argument(
+        "--pooled-pairs",
+        dest="joined_pairs",
+        action="store_const",
+        const=False,
+        help="compare_pairs: true on every task",
+    )
     parser.add_argument("--key", choices=KEYS, help="what the RetriKT student retrieves by")
     parser.add_argument("--seed", type=int, help="replace the recipes' seed")
     parser.add_argument(
@@ -292,7 +308,8 @@ def main() -> None:
         if closed
         else ""
     )
-    options = (" --joined-pairs" if args.joined_pairs else "") + (f" --key {args.key}" if args.key else "")
+    options = {True: " --joined-pairs", False: " --pooled-pairs", None: ""}[args.joined_pairs]
+    options += f" --key {args.key}" if args.key else ""
     options += f" --seed {args.seed}" if args.seed is not None else ""
     options += "".join(f" --unlabeled {p}" for p in args.unlabeled or [])
     variant = f"{options} --out {args.out} --section {args.section}" if options else ""
