@@ -41,7 +41,7 @@ from _common import machine, table, write_section
 import kdforge
 from kdforge.models import load_model
 from kdforge.models.loading import quiet_transformers
-from kdforge.models.retrieval import KEYS
+from kdforge.models.views import RETRIEVAL_KEYS
 from kdforge.recipe import load_recipe
 from kdforge.recipe.schema import DataSource, Recipe
 from kdforge.tasks.data import load_source, texts_and_pairs
@@ -80,6 +80,11 @@ def same_budget(recipe: Recipe, store_rows: int) -> Recipe:
     return recipe
 
 
+def dev_split(name: str):
+    """The task's dev/validation split, as its recipe names it."""
+    return load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
+
+
 def latency_added(student_dir: Path, texts: list[str], pairs: list[str] | None) -> dict:
     """Median batch-1 latency of the exported student with its store and without it (ms/query)."""
     model = load_model(str(student_dir))
@@ -103,10 +108,9 @@ def task_recipe(
     seed: int | None = None,
     unlabeled: list[Path] | None = None,
 ) -> Recipe:
-    """The task's recipe; ``joined_pairs`` True or False: its pQRNN student reads a pair as one sequence or
-    pools its texts apart (None: as the recipe says); ``key``
-    overrides what the RetriKT student retrieves by, ``seed`` the recipe's seed; ``unlabeled`` files
-    join the knowledge stage's in-domain text without labels."""
+    """The task's recipe, with what the options override: ``joined_pairs`` True or False, its pQRNN
+    student reads a pair as one sequence or pools its texts apart (None: as the recipe says); ``key``, what
+    the RetriKT student retrieves by; ``seed``; ``unlabeled`` files join the knowledge stage's text."""
     recipe = load_recipe(RECIPES / f"{name}-retrikt.yaml")
     if seed is not None:
         recipe.seed = seed
@@ -165,7 +169,7 @@ def dev_figures(run: Path, name: str) -> tuple[list[float], tuple[float, float]]
     """On the dev split (x100): how often each student predicts what the teacher predicts, both texts
     read; and the accuracy of the RetriKT student's two halves on their own: its own head, and the
     similarity-weighted teacher distributions it retrieves (what the learned mixture combines)."""
-    dev = load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
+    dev = dev_split(name)
     texts, pairs = texts_and_pairs(dev)
     teacher = load_model(str(run / "stages" / "teacher" / "model")).predict(texts, pairs).argmax(-1)
     students = {stage: load_model(str(run / "stages" / stage / "model")) for stage in ("labels", "kd", "retrikt")}
@@ -180,28 +184,28 @@ def dev_figures(run: Path, name: str) -> tuple[list[float], tuple[float, float]]
     return shares, (float((own == gold).float().mean()) * 100, float((retrieved == gold).float().mean()) * 100)
 
 
-def unlabeled_text(out: Path, rows: dict) -> str:
+def unlabeled_text(recipes: dict[str, dict]) -> str:
     """The table's note on the unlabeled in-domain text (task: file) the knowledge stages read, if any."""
     used = []
-    for name in rows:
-        stages = json.loads((out / name / "recipe.json").read_text())["stages"]
+    for name, recipe in recipes.items():
+        stages = recipe["stages"]
         files = [Path(s["path"]) for stage in stages for s in (stage.get("knowledge") or {}).get("unlabeled", [])]
         used += [f"{name}: {f.parent.name}/{f.name}" for f in files]
     return f", and unlabeled in-domain text ({'; '.join(used)})" if used else ""
 
 
-def pair_reading(out: Path, rows: dict) -> str:
+def pair_reading(recipes: dict[str, dict]) -> str:
     """How the runs' pQRNN students read a pair: both texts as one sequence, or each pooled apart."""
     joined = []
-    for name in rows:
-        student = json.loads((out / name / "recipe.json").read_text())["stages"][-1]["student"]
+    for name, recipe in recipes.items():
+        student = recipe["stages"][-1]["student"]
         if not (student.get("pqrnn") or {}).get("compare_pairs", False):
             joined.append(name)
     apart = ", each text of a pair pooled apart (`compare_pairs: true`)"
     one = ", a pair read as one sequence (`compare_pairs: false`)"
     if not joined:
         return apart
-    if len(joined) == len(rows):
+    if len(joined) == len(recipes):
         return one
     return f"{apart}; on {', '.join(joined)}{one}"
 
@@ -232,7 +236,7 @@ def main() -> None:
         const=False,
         help="compare_pairs: true on every task",
     )
-    parser.add_argument("--key", choices=KEYS, help="what the RetriKT student retrieves by")
+    parser.add_argument("--key", choices=RETRIEVAL_KEYS, help="what the RetriKT student retrieves by")
     parser.add_argument("--seed", type=int, help="replace the recipes' seed")
     parser.add_argument(
         "--unlabeled",
@@ -255,7 +259,7 @@ def main() -> None:
     rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     if args.table and args.latency:
         for name, row in rows.items():
-            dev = load_source(load_recipe(RECIPES / f"{name}-retrikt.yaml").stages[0].data.eval, "dev")
+            dev = dev_split(name)
             row["latency_ms"] = latency_added(args.out / name / "student", *texts_and_pairs(dev))
         summary_file.write_text(json.dumps(rows, indent=2))
     # An earlier run of the recipes with student_kd: 0 (the paper's loss alone), where one was kept.
@@ -313,7 +317,8 @@ def main() -> None:
     options += f" --seed {args.seed}" if args.seed is not None else ""
     options += "".join(f" --unlabeled {p}" for p in args.unlabeled or [])
     variant = f"{options} --out {args.out} --section {args.section}" if options else ""
-    pooled = pair_reading(args.out, rows)
+    ran = {name: json.loads((args.out / name / "recipe.json").read_text()) for name in rows}
+    pooled = pair_reading(ran)
     keyed = {  # no --key: the recipes' features
         "features": "the features its classifier layer reads (`key: features`)",
         "embedding": "its sentence embedding, the mean of its last hidden states (`key: embedding`)",
@@ -326,7 +331,7 @@ def main() -> None:
 `python benchmarks/retrikt.py{variant}` (here each task as `--only TASK`, two at a time, then `--table`) on
 {machine()}. Teacher: all-MiniLM-L6-v2 fine-tuned on each task (kdforge
 `finetune` stage); its knowledge: the labelled examples and perturbed copies of them (word
-replacement p = 0.3, character distortion 0.05){unlabeled_text(args.out, rows)}, labelled by the teacher
+replacement p = 0.3, character distortion 0.05){unlabeled_text(ran)}, labelled by the teacher
 (knowledge source b). Student: a pQRNN (no embedding table){pooled}. Accuracy x100 on the dev/validation
 split; the three students take the same number of optimizer steps; "gap closed" is (student - labels only) / (teacher -
 labels only) (undefined, "nan", where the label-only student already scores as high as the teacher);

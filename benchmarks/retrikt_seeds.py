@@ -17,9 +17,9 @@ import statistics
 from pathlib import Path
 
 from _common import command, table, write_section
+from retrikt import TASKS, gap_closed
 
 STUDENTS = ("teacher", "labels", "kd", "retrikt")
-TASKS = {"cb": "SuperGLUE CB", "rte": "GLUE RTE", "copa": "COPA", "mrpc": "GLUE MRPC"}
 
 
 def read_runs(folders: list[Path], only: list[str] | None) -> dict[str, list[dict]]:
@@ -43,11 +43,6 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def gap_closed(teacher: float, labels: float, student: float) -> float:
-    gap = teacher - labels
-    return (student - labels) / gap * 100 if gap > 0 else float("nan")
-
-
 def summarise(by_task: dict[str, list[dict]]) -> tuple[list[list], list[str]]:
     body, verdicts, closed_by_task = [], [], []
     for task, rows in sorted(by_task.items(), key=lambda item: list(TASKS).index(item[0])):
@@ -56,7 +51,7 @@ def summarise(by_task: dict[str, list[dict]]) -> tuple[list[list], list[str]]:
         ties = sum(r["retrikt"] == r["kd"] for r in rows)
         seeds = ", ".join(str(r["seed"]) for r in rows)
         per_seed = "; ".join(f"{r['kd']:.1f} / {r['retrikt']:.1f}" for r in rows)
-        closed = gap_closed(means["teacher"], means["labels"], means["retrikt"])
+        closed = gap_closed(means, "retrikt")
         closed_by_task.append(closed)
         body.append(
             [
@@ -65,7 +60,7 @@ def summarise(by_task: dict[str, list[dict]]) -> tuple[list[list], list[str]]:
                 *(mean_sd([r[s] for r in rows]) for s in STUDENTS),
                 f"{wins} / {ties} / {len(rows) - wins - ties}",
                 per_seed,
-                f"{gap_closed(means['teacher'], means['labels'], means['kd']):.0f}% / {closed:.0f}%",
+                f"{gap_closed(means, 'kd'):.0f}% / {closed:.0f}%",
             ]
         )
         better = "beats" if means["retrikt"] > means["kd"] else "does not beat"

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from kdforge.models.text_model import TextModel
 
 SETTINGS = "retrieval.json"
-KEYS = RETRIEVAL_KEYS  # the student's view its queries and the store's keys are made of
 FOLDER = "retrieval"  # inside a saved student's folder
 
 
@@ -52,8 +51,8 @@ class RetrievalHead(nn.Module):
         super().__init__()
         if not 0 < mix < 1:
             raise ValueError(f"the initial mixing weight must lie in (0, 1), got {mix}")
-        if key not in KEYS:
-            raise ValueError(f"the retrieval key is one of {', '.join(KEYS)}, got {key!r}")
+        if key not in RETRIEVAL_KEYS:
+            raise ValueError(f"the retrieval key is one of {', '.join(RETRIEVAL_KEYS)}, got {key!r}")
         self.store = store
         self.key = key
         self.k = k
