@@ -5,15 +5,19 @@ baseline stages inserted before its RetriKT stage, all in one run with one teach
 
 1. ``labels``: the pQRNN student trained with cross-entropy on the task's labelled examples only;
 2. ``kd``: the same student with plain KD (soft targets, T = 2) on the knowledge stage's samples
-   (the labelled examples and their perturbed copies: the same transfer set RetriKT gets);
+   (the labelled examples and their perturbed copies: the same transfer set RetriKT gets), reading the
+   teacher's distributions from the store (``stored_kd``) instead of running the teacher again;
 3. ``retrikt``: the student trained to retrieve from the sample store (methods/retrikt.py).
 
-All three take the same number of optimizer steps. Reports dev accuracy, the share of the
+All three take the same number of optimizer steps, and each is trained three times (training seeds: the recipe's
+and ``--student-seeds``, default 1 2) on the same teacher and store; the table reports the means, since one dev
+example is worth 0.25 to 1.8 points on these splits. Reports dev accuracy, the share of the
 label-only-to-teacher gap each student closes, the store's size and the latency retrieval adds
 per query (batch 1, the exported student with and without its store), and writes BENCHMARKS.md.
 
     python benchmarks/retrikt.py [--out runs/bench-retrikt] [--only cb rte copa mrpc] [--joined-pairs | --pooled-pairs]
-                                 [--key embedding] [--seed N] [--unlabeled FILE ...] [--table [--latency]]
+                                 [--key embedding] [--seed N] [--student-seeds N ...] [--unlabeled FILE ...]
+                                 [--table [--latency]]
 
 The recipes' pQRNN students pool the two texts of a pair apart (``compare_pairs: true``; COPA's read a
 pair as one sequence, its second text holding both alternatives) and their RetriKT student retrieves by
@@ -48,6 +52,8 @@ from kdforge.tasks.data import load_source, texts_and_pairs
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TASKS = {"cb": "SuperGLUE CB", "rte": "GLUE RTE", "copa": "COPA", "mrpc": "GLUE MRPC"}
+STUDENTS = ("labels", "kd", "retrikt")
+STUDENT_SEEDS = (1, 2)  # besides the recipe's own: each task's students are trained three times
 LATENCY_QUERIES = 100
 
 
@@ -66,17 +72,30 @@ def with_baselines(recipe: Recipe) -> Recipe:
         "methods": [{"name": "ce"}],
         "training": training,
     }
-    kd = {**retrikt, "name": "kd", "methods": [{"name": "kd", "temperature": 2.0}]}
+    # plain KD from the distributions the knowledge stage stored: the live teacher's, without running it
+    kd = {**retrikt, "name": "kd", "methods": [{"name": "stored_kd", "temperature": 2.0}]}
     raw["stages"] = [*stages[:-1], labels, kd, retrikt]
+    return Recipe.model_validate(raw)
+
+
+def student_seed(recipe: Recipe, seed: int) -> Recipe:
+    """The three students again with training seed ``seed`` (row order, dropout), as stages NAME-sSEED after
+    the same teacher and store; nothing exported, so the run's student stays the recipe's own."""
+    raw = recipe.model_dump(mode="json", exclude_defaults=True)
+    students = []
+    for stage in raw["stages"][-len(STUDENTS) :]:
+        training = {**stage.get("training", {}), "seed": seed}
+        students.append({**stage, "name": f"{stage['name']}-s{seed}", "training": training})
+    raw["stages"] = [*raw["stages"][: -len(STUDENTS)], *students]
+    raw.setdefault("output", {})["export"] = False
     return Recipe.model_validate(raw)
 
 
 def same_budget(recipe: Recipe, store_rows: int) -> Recipe:
     """The label-only stage gets as many optimizer steps as the students trained on the store."""
-    stages = {s.name: s for s in recipe.stages}
-    training = stages["retrikt"].training
-    steps = int(training.epochs * -(-store_rows // training.batch_size))
-    stages["labels"].training = training.model_copy(update={"max_steps": steps})
+    labels, _, retrikt = recipe.stages[-len(STUDENTS) :]
+    steps = int(retrikt.training.epochs * -(-store_rows // retrikt.training.batch_size))
+    labels.training = retrikt.training.model_copy(update={"max_steps": steps})
     return recipe
 
 
@@ -125,6 +144,12 @@ def task_recipe(
     return recipe
 
 
+def student_accuracy(results: dict, suffix: str = "") -> dict[str, float]:
+    """Dev accuracy of the labels, KD and RetriKT students of one run (stages NAME + suffix)."""
+    by_stage = {s["name"]: s for s in results["stages"]}
+    return {n: by_stage[n + suffix]["metrics"]["student"]["eval"]["accuracy"] for n in STUDENTS}
+
+
 def run_task(
     name: str,
     out: Path,
@@ -132,6 +157,7 @@ def run_task(
     key: str | None = None,
     seed: int | None = None,
     unlabeled: list[Path] | None = None,
+    student_seeds: tuple[int, ...] = STUDENT_SEEDS,
 ) -> dict:
     recipe = with_baselines(task_recipe(name, joined_pairs, key, seed, unlabeled))
     target = out / name
@@ -143,9 +169,15 @@ def run_task(
     knowledge.output.export = False
     first = kdforge.run(knowledge, target, show=False)
     store_rows = first["stages"][1]["samples"]
+    per_seed = {}
+    # the extra seeds first: the recipe's own run writes the run's results.json and exports its student
+    for extra in [s for s in student_seeds if s != recipe.seed]:
+        ran = kdforge.run(same_budget(student_seed(recipe, extra), store_rows), target, show=True)
+        per_seed[extra] = student_accuracy(ran, f"-s{extra}")
     results = kdforge.run(same_budget(recipe, store_rows), target, show=True)
     by_stage = {s["name"]: s for s in results["stages"]}
-    accuracy = {n: by_stage[n]["metrics"]["student"]["eval"]["accuracy"] for n in ("labels", "kd", "retrikt")}
+    per_seed = {recipe.seed: student_accuracy(results), **per_seed}
+    accuracy = {n: statistics.fmean(seed[n] for seed in per_seed.values()) for n in STUDENTS}
     teacher = by_stage["retrikt"]["metrics"]["teacher"]["eval"]["accuracy"]
     dev = load_source(recipe.stages[0].data.eval, "dev")
     latency = latency_added(target / "student", *texts_and_pairs(dev))
@@ -154,6 +186,7 @@ def run_task(
         "task": name,
         "teacher": teacher,
         **accuracy,
+        "student_seeds": per_seed,
         "teacher_parameters": results["teacher"]["parameters"],
         "student_parameters": results["student"]["parameters"],
         "store_samples": store["samples"],
@@ -210,6 +243,12 @@ def pair_reading(recipes: dict[str, dict]) -> str:
     return f"{apart}; on {', '.join(joined)}{one}"
 
 
+def seed_margins(row: dict) -> str:
+    """RetriKT's margin over KD with each student seed (the recipe's first), e.g. "+1.08 / -0.36"."""
+    seeds = row.get("student_seeds") or {"-": row}
+    return " / ".join(f"{s['retrikt'] - s['kd']:+.2f}" for s in seeds.values())
+
+
 def gap_closed(row: dict, student: str) -> float:
     gap = row["teacher"] - row["labels"]
     return (row[student] - row["labels"]) / gap * 100 if gap > 0 else float("nan")
@@ -239,6 +278,14 @@ def main() -> None:
     parser.add_argument("--key", choices=RETRIEVAL_KEYS, help="what the RetriKT student retrieves by")
     parser.add_argument("--seed", type=int, help="replace the recipes' seed")
     parser.add_argument(
+        "--student-seeds",
+        nargs="*",
+        type=int,
+        default=list(STUDENT_SEEDS),
+        help="train the three students again with these training seeds, same teacher and store; the table "
+        "averages (none: the recipe's seed only)",
+    )
+    parser.add_argument(
         "--unlabeled",
         nargs="*",
         type=Path,
@@ -251,7 +298,9 @@ def main() -> None:
     quiet_transformers()
     summary_file = args.out / "summary.json"
     for name in [] if args.table else args.only or TASKS:
-        row = run_task(name, args.out, args.joined_pairs, args.key, args.seed, args.unlabeled)
+        row = run_task(
+            name, args.out, args.joined_pairs, args.key, args.seed, args.unlabeled, tuple(args.student_seeds)
+        )
         # read again: other tasks may be running in parallel processes (--only)
         rows = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         rows[name] = row
@@ -274,6 +323,7 @@ def main() -> None:
         "RetriKT",
         "RetriKT, mixture loss only",
         "RetriKT's own head / its retrieval alone",
+        "RetriKT - KD, per student seed",
         "gap closed: KD / RetriKT",
         "agreement with the teacher: labels / KD / RetriKT",
         "student / teacher parameters",
@@ -296,6 +346,7 @@ def main() -> None:
                 r["retrikt"],
                 mixture_only.get(name, {}).get("retrikt", "-"),
                 " / ".join(f"{a:.2f}" for a in halves),
+                seed_margins(r),
                 f"{gap_closed(r, 'kd'):.0f}% / {gap_closed(r, 'retrikt'):.0f}%",
                 " / ".join(f"{a:.1f}" for a in shares),
                 f"{r['student_parameters'] / 1e6:.2f}M / {r['teacher_parameters'] / 1e6:.1f}M "
@@ -316,8 +367,18 @@ def main() -> None:
     options += f" --key {args.key}" if args.key else ""
     options += f" --seed {args.seed}" if args.seed is not None else ""
     options += "".join(f" --unlabeled {p}" for p in args.unlabeled or [])
+    if args.student_seeds != list(STUDENT_SEEDS):
+        options += " --student-seeds" + "".join(f" {n}" for n in args.student_seeds)
     variant = f"{options} --out {args.out} --section {args.section}" if options else ""
     ran = {name: json.loads((args.out / name / "recipe.json").read_text()) for name in rows}
+    seed_sets = {tuple(r.get("student_seeds", {})) for r in rows.values()}
+    seeds_text = (
+        f", each student the mean of {len(next(iter(seed_sets)))} trainings with training seeds "
+        f"{', '.join(next(iter(seed_sets)))} (row order and dropout; the same teacher, store and fresh weights); "
+        "agreement and the two halves: the first seed's students"
+        if len(seed_sets) == 1 and len(next(iter(seed_sets))) > 1
+        else ""
+    )
     pooled = pair_reading(ran)
     keyed = {  # no --key: the recipes' features
         "features": "the features its classifier layer reads (`key: features`)",
@@ -333,9 +394,10 @@ def main() -> None:
 `finetune` stage); its knowledge: the labelled examples and perturbed copies of them (word
 replacement p = 0.3, character distortion 0.05){unlabeled_text(ran)}, labelled by the teacher
 (knowledge source b). Student: a pQRNN (no embedding table){pooled}. Accuracy x100 on the dev/validation
-split; the three students take the same number of optimizer steps; "gap closed" is (student - labels only) / (teacher -
-labels only) (undefined, "nan", where the label-only student already scores as high as the teacher);
-agreement: how often a student's dev prediction equals the teacher's. RetriKT is the recipes'
+split{seeds_text}; the three students take the same number of optimizer steps; "gap closed" is (student - labels only) /
+(teacher - labels only) (undefined, "nan", where the label-only student already scores as high as the teacher);
+agreement: how often a student's dev prediction equals the teacher's. Plain KD reads the teacher's distributions
+from the store (`stored_kd`, T = 2: the same targets as running the teacher). RetriKT is the recipes'
 `retrikt` with `student_kd: 1` (KD on the student's own prediction next to the mixture loss), retrieving by
 {keyed}; "mixture
 loss only" is an earlier run with `student_kd: 0`, the paper's loss alone. Latency: batch 1, median of

@@ -188,3 +188,32 @@ def test_a_student_can_retrieve_by_its_classifier_features(classifier_teacher_di
     retrieved = torch.einsum("bk,bkc->bc", weights, head.probs[head.neighbours(features)])
     expected = head.mix * torch.softmax(logits, -1) + (1 - head.mix) * retrieved
     assert torch.allclose(student.predict(texts).exp(), expected.detach(), atol=1e-5)
+
+
+def test_stored_kd_trains_the_student_live_kd_trains(classifier_teacher_dir, data_dir, tmp_path):
+    """KD from the store's distributions is live KD without the teacher pass: the same student comes out."""
+    finetune = {  # a teacher whose distributions depend on its input: the keyword rule, learnt
+        "name": "teacher",
+        "task": {"name": "classification"},
+        "data": {"train": [str(data_dir / "sst.tsv")], "eval": str(data_dir / "sst-dev.tsv")},
+        "training": {"batch_size": 16, "lr": 2e-3, "max_steps": 100},
+        "stages": [{"name": "teacher", "kind": "finetune", "student": str(classifier_teacher_dir)}],
+        "output": {"benchmark": False},
+    }
+    teacher_dir = kdforge.run(validate_recipe(finetune), tmp_path / "teacher")["exports"]["hf"]
+    students = {}
+    for name in ("kd", "stored_kd"):
+        methods = [{"name": name, "temperature": 2.0}]
+        kdforge.run(validate_recipe(retrikt_recipe(teacher_dir, data_dir, 150, methods)), tmp_path / name)
+        students[name] = load_model(str(tmp_path / name / "stages" / "student" / "model"))
+    texts = [t for t, _ in labelled(20, seed=9)]
+    live, stored = (torch.softmax(students[n].predict(texts), -1) for n in ("kd", "stored_kd"))
+    assert torch.allclose(live, stored, atol=1e-3)  # the same student ...
+    fresh = kdforge.run(
+        validate_recipe(retrikt_recipe(teacher_dir, data_dir, steps=1, methods=[{"name": "stored_kd"}])),
+        tmp_path / "fresh",
+    )
+    teacher, untrained = load_model(str(teacher_dir)), load_model(fresh["exports"]["hf"])
+    # ... and one that moved towards its teacher
+    gaps = [mixture_gap(teacher, s, texts) for s in (students["stored_kd"], untrained)]
+    assert gaps[0] < 0.1 * gaps[1]

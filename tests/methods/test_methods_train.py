@@ -31,7 +31,7 @@ SENTENCE_ONLY = {"simcse", "mirror_bert", "rankcse"}  # test_sentence_methods.py
 LANGUAGE_MODEL = {"mlm", "distilbert", "glmd", "forward_kl", "reverse_kl", "jsd", "tvd"}  # test_lm_methods.py
 RANKING = {"margin_mse", "kl_listwise", "virt"}  # test_ranking_methods.py
 OWN_FORWARD = {"theseus", "diito"}  # test_theseus_diito.py
-SAMPLE_STORE = {"retrikt"}  # trains on a knowledge stage's store: tests/engine/test_retrikt.py
+SAMPLE_STORE = {"retrikt", "stored_kd"}  # train on a knowledge stage's store: tests/engine/test_retrikt.py
 ELSEWHERE = NO_TEACHER_GAP | SENTENCE_ONLY | LANGUAGE_MODEL | RANKING | OWN_FORWARD | SAMPLE_STORE
 
 
