@@ -251,7 +251,7 @@ def seed_margins(row: dict) -> str:
 
 def seeds_table(rows: dict[str, dict]) -> str:
     """The students' means over the training seeds of the tasks trained with several (same teacher and store)."""
-    seeded = {name: r["student_seeds"] for name, r in rows.items() if len(r.get("student_seeds", {})) > 1}
+    seeded = {n: rows[n]["student_seeds"] for n in TASKS if len(rows.get(n, {}).get("student_seeds", {})) > 1}
     if not seeded:
         return ""
     header = ["task", "student seeds", "teacher", "labels only", "plain KD", "RetriKT", "RetriKT wins", "gap closed"]
