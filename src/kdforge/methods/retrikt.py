@@ -24,6 +24,15 @@ def retrikt_loss(log_mixture: Tensor, teacher_probs: Tensor) -> Tensor:
     return (teacher * (log_teacher - log_mixture)).sum(-1).mean()
 
 
+def check_store_labels(store: SampleStore, num_labels: int | None) -> None:
+    """A store read as a stage's teacher must hold distributions over the task's labels."""
+    if num_labels is not None and len(store.labels) != num_labels:
+        raise IncompatibleError(
+            f"the sample store {store.folder} holds distributions over {len(store.labels)} labels, "
+            f"the task has {num_labels}"
+        )
+
+
 @register_method("retrikt")
 class RetriKT(Method):
     """Retrieval-based knowledge transfer: the student predicts by mixing its own distribution with the
@@ -83,11 +92,7 @@ class RetriKT(Method):
 
     def attach_store(self, store: SampleStore, num_labels: int | None) -> None:
         """The stage's training data, a sample store (the pipeline opens it)."""
-        if num_labels is not None and len(store.labels) != num_labels:
-            raise IncompatibleError(
-                f"the sample store {store.folder} holds distributions over {len(store.labels)} labels, "
-                f"the task has {num_labels}"
-            )
+        check_store_labels(store, num_labels)
         self.store = store
 
     def bind(self, student: nn.Module, teachers: list[nn.Module]) -> None:

@@ -11,6 +11,7 @@ from torch import Tensor
 from kdforge.errors import IncompatibleError
 from kdforge.methods.base import Batch, Method, MethodArgs, Pair, register_method
 from kdforge.methods.kd import kd_loss
+from kdforge.methods.retrikt import check_store_labels
 from kdforge.models.views import Views
 
 if TYPE_CHECKING:
@@ -48,11 +49,7 @@ class StoredKD(Method):
             )
 
     def attach_store(self, store: SampleStore, num_labels: int | None) -> None:
-        if num_labels is not None and len(store.labels) != num_labels:
-            raise IncompatibleError(
-                f"the sample store {store.folder} holds distributions over {len(store.labels)} labels, "
-                f"the task has {num_labels}"
-            )
+        check_store_labels(store, num_labels)
         self.probs = store.probs.float()
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
