@@ -40,7 +40,7 @@ class StoredKD(Method):
 
     def __init__(self, args: MethodArgs | None = None, teacher: int = 0) -> None:
         super().__init__(args, teacher)
-        self.probs: Tensor | None = None
+        self.log_probs: Tensor | None = None  # the teacher's logits up to a constant per row: log p_T
 
     def setup(self, pair: Pair) -> None:
         if pair.student.kind != "classifier":
@@ -50,15 +50,14 @@ class StoredKD(Method):
 
     def attach_store(self, store: SampleStore, num_labels: int | None) -> None:
         check_store_labels(store, num_labels)
-        self.probs = store.probs.float()
+        self.log_probs = torch.log(store.probs.float().clamp_min(1e-12))  # once, not on every step
 
     def forward(self, teacher: Views | None, student: Views, batch: Batch) -> Tensor:
-        if self.probs is None:
+        if self.log_probs is None:
             raise IncompatibleError(
                 "stored_kd trains on a sample store: set data.train to stage:NAME of a knowledge stage"
             )
         rows = batch.index.cpu()
-        if int(rows.max()) >= len(self.probs):
+        if int(rows.max()) >= len(self.log_probs):
             raise IncompatibleError(f"stored_kd: training row {int(rows.max())} is not in the sample store")
-        teacher_logits = torch.log(self.probs[rows].clamp_min(1e-12)).to(student.logits.device)
-        return kd_loss(student.logits, teacher_logits, self.args.temperature)
+        return kd_loss(student.logits, self.log_probs[rows].to(student.logits.device), self.args.temperature)
