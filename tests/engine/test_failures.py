@@ -52,3 +52,18 @@ def test_interrupted_save_leaves_no_half_checkpoint(tmp_path):
     folder = tmp_path / "checkpoints"
     (folder / ".step-00000009.tmp").mkdir(parents=True)  # what a kill during saving leaves
     assert checkpoint.latest_checkpoint(folder, "f") is None
+
+
+def test_runs_starting_together_in_one_folder_do_not_trip_over_the_write_check(tmp_path):
+    """Two runs into one output folder (other stages, other seeds) each check it is writable at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kdforge.engine.pipeline import _writable
+
+    def check_many(_):
+        for _ in range(300):
+            _writable(tmp_path)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(check_many, range(4)))  # re-raises a KdforgeError from any thread
+    assert list(tmp_path.iterdir()) == []  # no probe left behind

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -128,11 +129,12 @@ def stage_fingerprint(recipe: Recipe, index: int) -> str:
 
 
 def _writable(out: Path) -> None:
+    """Fail early, in one line, on a folder the run could not write to. The probe file's name is unique, so
+    two runs starting in one folder (other stages, other seeds) cannot remove each other's probe."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".kdforge-write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".kdforge-write-test-"):
+            pass
     except OSError as err:
         raise KdforgeError(f"cannot write to the output folder {out}: {err.strerror}") from None
 
