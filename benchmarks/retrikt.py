@@ -243,6 +243,19 @@ def pair_reading(recipes: dict[str, dict]) -> str:
     return f"{apart}; on {', '.join(joined)}{one}"
 
 
+def retrikt_losses(recipes: dict[str, dict]) -> str:
+    """The RetriKT stage's losses as the runs' recipes give them, e.g. "`retrikt` x0.25 + `stored_kd` (T = 2) x1"."""
+    described = set()
+    for recipe in recipes.values():
+        parts = []
+        for method in recipe["stages"][-1]["methods"]:
+            extra = f" (T = {method['temperature']:g})" if "temperature" in method else ""
+            extra += f" (`student_kd: {method['student_kd']:g}`)" if method.get("student_kd") else ""
+            parts.append(f"`{method['name']}`{extra} x{method.get('weight', 1.0):g}")
+        described.add(" + ".join(parts))
+    return "; ".join(sorted(described))
+
+
 def seed_margins(row: dict) -> str:
     """RetriKT's margin over KD with each student seed (the recipe's first), e.g. "+1.08 / -0.36"."""
     seeds = row.get("student_seeds") or {"-": row}
@@ -423,11 +436,11 @@ replacement p = 0.3, character distortion 0.05){unlabeled_text(ran)}, labelled b
 split; the three students take the same number of optimizer steps; "gap closed" is (student - labels only) /
 (teacher - labels only) (undefined, "nan", where the label-only student already scores as high as the teacher);
 agreement: how often a student's dev prediction equals the teacher's. Plain KD reads the teacher's distributions
-from the store (`stored_kd`, T = 2: the same targets as running the teacher). RetriKT is the recipes'
-`retrikt` with `student_kd: 1` (KD on the student's own prediction next to the mixture loss), retrieving by
-{keyed}; "mixture
-loss only" is an earlier run with `student_kd: 0`, the paper's loss alone. Latency: batch 1, median of
-{LATENCY_QUERIES} dev queries, exported student with its store (FAISS flat inner-product index) and without it.
+from the store (`stored_kd`, T = 2: the same targets as running the teacher). RetriKT trains with
+{retrikt_losses(ran)} (the mixture loss, and KD on the student's own prediction), retrieving by
+{keyed}; "mixture loss only" is an earlier run with the paper's loss alone, where one was kept.
+Latency: batch 1, median of {LATENCY_QUERIES} dev queries, exported student with its store (FAISS flat
+inner-product index) and without it.
 "Own head / retrieval alone": the trained RetriKT student's two halves scored separately (lambda = 1 and 0).
 
 {table(header, body)}

@@ -217,3 +217,21 @@ def test_stored_kd_trains_the_student_live_kd_trains(classifier_teacher_dir, dat
     # ... and one that moved towards its teacher
     gaps = [mixture_gap(teacher, s, texts) for s in (students["stored_kd"], untrained)]
     assert gaps[0] < 0.1 * gaps[1]
+
+
+def test_retrikt_weighted_next_to_stored_kd_in_one_stage(classifier_teacher_dir, data_dir, tmp_path):
+    """The MRPC recipe's stage: the mixture loss at a quarter weight, plain KD from the store on the own head."""
+    methods = [
+        {"name": "retrikt", "weight": 0.25, "k": 4, "tau": 0.1, "key": "features"},
+        {"name": "stored_kd", "temperature": 2.0},
+    ]
+    results = {}
+    for steps in (1, 60):
+        recipe = retrikt_recipe(classifier_teacher_dir, data_dir, steps=steps, methods=methods)
+        results[steps] = kdforge.run(validate_recipe(recipe), tmp_path / str(steps), show=False)
+    teacher = load_model(str(classifier_teacher_dir))
+    trained, untrained = (load_model(results[n]["exports"]["hf"]) for n in (60, 1))
+    assert trained.retrieval is not None and trained.retrieval.key == "features"  # it ships with its store
+    assert float(trained.retrieval.mix) != pytest.approx(float(untrained.retrieval.mix), abs=1e-4)  # lambda learnt
+    texts = [t for t, _ in labelled(20, seed=9)]
+    assert mixture_gap(teacher, trained, texts) < 0.5 * mixture_gap(teacher, untrained, texts)
