@@ -244,16 +244,19 @@ def pair_reading(recipes: dict[str, dict]) -> str:
 
 
 def retrikt_losses(recipes: dict[str, dict]) -> str:
-    """The RetriKT stage's losses as the runs' recipes give them, e.g. "`retrikt` x0.25 + `stored_kd` (T = 2) x1"."""
-    described = set()
-    for recipe in recipes.values():
+    """The RetriKT stage's losses as the runs' recipes give them, with the tasks of each, e.g.
+    "`retrikt` x0.25 + `stored_kd` (T = 2) x1 (mrpc)"."""
+    tasks_of: dict[str, list[str]] = {}
+    for name, recipe in recipes.items():
         parts = []
         for method in recipe["stages"][-1]["methods"]:
             extra = f" (T = {method['temperature']:g})" if "temperature" in method else ""
             extra += f" (`student_kd: {method['student_kd']:g}`)" if method.get("student_kd") else ""
             parts.append(f"`{method['name']}`{extra} x{method.get('weight', 1.0):g}")
-        described.add(" + ".join(parts))
-    return "; ".join(sorted(described))
+        tasks_of.setdefault(" + ".join(parts), []).append(name)
+    if len(tasks_of) == 1:
+        return next(iter(tasks_of))
+    return "; ".join(f"{losses} ({', '.join(names)})" for losses, names in tasks_of.items())
 
 
 def seed_margins(row: dict) -> str:

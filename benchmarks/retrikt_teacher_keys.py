@@ -1,0 +1,112 @@
+"""Would RetriKT retrieve better from the teacher's key space? A diagnostic on finished retrikt.py runs.
+
+The RetriKT students key their store with their own features, which fit the very rows they index, so
+on dev text retrieval adds little (BENCHMARKS.md, RetriKT). This measures, before anything is built,
+what keying the store by the *teacher's* embeddings could give:
+
+- **upper bound**: the store keyed by the teacher's features (or sentence embedding), dev queries made by
+  the teacher itself; the similarity-weighted k-NN vote of the stored teacher distributions;
+- **reachable by a student**: each trained student's dev features mapped into the teacher's key space by
+  least squares fitted on the store's rows (the best linear query of that student), with the same vote.
+
+If the mapped queries vote no better than the student's own head, teacher keys cannot help that student.
+It trains nothing:
+
+    python benchmarks/retrikt_teacher_keys.py [--runs runs/bench-retrikt] [--only mrpc] [--students kd retrikt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _common import command, machine, table, write_section
+from retrikt import TASKS, dev_split
+
+from kdforge.models import load_model
+from kdforge.models.loading import quiet_transformers
+from kdforge.store.samples import open_samples
+from kdforge.tasks.data import texts_and_pairs
+
+K, TAU = 16, 0.05  # the recipes' retrieval settings
+
+
+def vote(queries: torch.Tensor, keys: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """RetriKT's retrieved distribution p_R: softmax(cos / tau)-weighted teacher distributions of the k nearest."""
+    sims, ids = (F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T).topk(K, dim=1)
+    return torch.einsum("bk,bkc->bc", torch.softmax(sims / TAU, dim=-1), probs[ids])
+
+
+def least_squares_map(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``W`` with ``[source, 1] @ W`` closest to the unit-length ``target`` rows (affine, no regularisation)."""
+    design = torch.cat([source, torch.ones(len(source), 1)], dim=1)
+    return torch.linalg.lstsq(design, F.normalize(target, dim=-1)).solution
+
+
+def task_rows(run: Path, name: str, students: list[str]) -> list[list]:
+    dev = dev_split(name)
+    texts, pairs = texts_and_pairs(dev)
+    store = open_samples(run / "stages" / "knowledge" / "store")
+    probs = store.probs.float()
+    teacher = load_model(str(run / "stages" / "teacher" / "model"))
+    names = [str(teacher.config.id2label[i]) for i in range(teacher.num_labels)]
+    gold = torch.tensor([names.index(str(label)) for label in dev["label"]])
+
+    def accuracy(scores: torch.Tensor) -> float:
+        return float((scores.argmax(-1) == gold).float().mean()) * 100
+
+    keys = teacher.rows("features", store.texts, store.pairs).float()
+    dev_keys = teacher.rows("features", texts, pairs).float()  # the teacher's own queries: the upper bound
+    own = accuracy(teacher.predict(texts, pairs))
+    rows = [[name, "teacher", own, accuracy(vote(dev_keys, keys, probs)), 1.0]]
+    for stage in students:
+        student = load_model(str(run / "stages" / stage / "model"))
+        student.retrieval = None  # its own head alone
+        own = accuracy(student.predict(texts, pairs))
+        mapping = least_squares_map(student.rows("features", store.texts, store.pairs).float(), keys)
+        mapped = torch.cat([student.rows("features", texts, pairs).float(), torch.ones(len(texts), 1)], 1) @ mapping
+        cosine = float((F.normalize(mapped, dim=-1) * F.normalize(dev_keys, dim=-1)).sum(-1).mean())
+        rows.append([name, f"{stage} student", own, accuracy(vote(mapped, keys, probs)), cosine])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench-retrikt"))
+    parser.add_argument("--only", nargs="*", choices=list(TASKS), default=["mrpc"])
+    parser.add_argument("--students", nargs="*", default=["kd", "retrikt"])
+    parser.add_argument("--section", default="retrikt-teacher-keys")
+    args = parser.parse_args()
+    quiet_transformers()
+    rows = []
+    for name in args.only:
+        if not (args.runs / name / "stages" / "knowledge" / "store").is_dir():
+            raise SystemExit(f"{args.runs / name}: no finished run; run benchmarks/retrikt.py --only {name} first")
+        rows += task_rows(args.runs / name, name, args.students)
+    header = [
+        "task",
+        "queries made by",
+        "its own head",
+        f"k-NN vote over teacher keys (k = {K}, tau = {TAU})",
+        "dev cosine to the teacher's key",
+    ]
+    (args.runs / "teacher-keys.json").write_text(json.dumps(rows, indent=2))
+    write_section(
+        args.section,
+        f"""## RetriKT diagnostic: would the teacher's key space help?
+
+`{command()}` on {machine()}. The store of each task's finished `benchmarks/retrikt.py` run, keyed by
+the fine-tuned teacher's features (what its classifier layer reads). Row "teacher": the teacher makes the dev
+queries itself (the upper bound of teacher keys). Row "X student": the student's dev features mapped into
+the teacher's key space by an affine least-squares fit on the store's rows. Accuracy x100 on dev.
+
+{table(header, rows)}
+""",
+    )
+
+
+if __name__ == "__main__":
+    main()
