@@ -6,7 +6,7 @@ that stage trains; the teacher, the store and the label-only and KD students are
 own results.json and recipe.json are rewritten afterwards by the recipe itself, so ``retrikt.py
 --table`` still reads the recipe's students.
 
-    python benchmarks/retrikt_variants.py --only mrpc --variants quarter --student-seeds 42 1
+    python benchmarks/retrikt_variants.py --only mrpc --variants rkd2 rkd2w25 --student-seeds 42 1
 
 The variants' stage fingerprints include the recipe's RetriKT stage, so they are reused only while
 the recipe is unchanged (the table of BENCHMARKS.md was made with the recipes of commit 7d18868).
