@@ -28,29 +28,27 @@ from retrikt import TASKS, dev_split
 
 from kdforge.models import load_model
 from kdforge.models.loading import quiet_transformers
+from kdforge.models.retrieval import RetrievalHead
 from kdforge.store.samples import open_samples
 from kdforge.tasks.data import texts_and_pairs
 
 K, TAU = 16, 0.05  # the recipes' retrieval settings
 
 
-def vote(queries: torch.Tensor, keys: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """RetriKT's retrieved distribution p_R: softmax(cos / tau)-weighted teacher distributions of the k nearest."""
-    sims, ids = (F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T).topk(K, dim=1)
-    return torch.einsum("bk,bkc->bc", torch.softmax(sims / TAU, dim=-1), probs[ids])
+def with_ones(rows: torch.Tensor) -> torch.Tensor:
+    """``[rows, 1]``: an affine map is then one matrix."""
+    return torch.cat([rows, torch.ones(len(rows), 1)], dim=1)
 
 
 def least_squares_map(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``W`` with ``[source, 1] @ W`` closest to the unit-length ``target`` rows (affine, no regularisation)."""
-    design = torch.cat([source, torch.ones(len(source), 1)], dim=1)
-    return torch.linalg.lstsq(design, F.normalize(target, dim=-1)).solution
+    return torch.linalg.lstsq(with_ones(source), F.normalize(target, dim=-1)).solution
 
 
 def task_rows(run: Path, name: str, students: list[str]) -> list[list]:
     dev = dev_split(name)
     texts, pairs = texts_and_pairs(dev)
     store = open_samples(run / "stages" / "knowledge" / "store")
-    probs = store.probs.float()
     teacher = load_model(str(run / "stages" / "teacher" / "model"))
     names = [str(teacher.config.id2label[i]) for i in range(teacher.num_labels)]
     gold = torch.tensor([names.index(str(label)) for label in dev["label"]])
@@ -59,17 +57,20 @@ def task_rows(run: Path, name: str, students: list[str]) -> list[list]:
         return float((scores.argmax(-1) == gold).float().mean()) * 100
 
     keys = teacher.rows("features", store.texts, store.pairs).float()
+    head = RetrievalHead(store, K, TAU, key="features")  # the student's own search, over the teacher's keys
+    head.set_keys(keys)
+    vote = head.retrieved
     dev_keys = teacher.rows("features", texts, pairs).float()  # the teacher's own queries: the upper bound
     own = accuracy(teacher.predict(texts, pairs))
-    rows = [[name, "teacher", own, accuracy(vote(dev_keys, keys, probs)), 1.0]]
+    rows = [[name, "teacher", own, accuracy(vote(dev_keys)), 1.0]]
     for stage in students:
         student = load_model(str(run / "stages" / stage / "model"))
         student.retrieval = None  # its own head alone
         own = accuracy(student.predict(texts, pairs))
         mapping = least_squares_map(student.rows("features", store.texts, store.pairs).float(), keys)
-        mapped = torch.cat([student.rows("features", texts, pairs).float(), torch.ones(len(texts), 1)], 1) @ mapping
+        mapped = with_ones(student.rows("features", texts, pairs).float()) @ mapping
         cosine = float((F.normalize(mapped, dim=-1) * F.normalize(dev_keys, dim=-1)).sum(-1).mean())
-        rows.append([name, f"{stage} student", own, accuracy(vote(mapped, keys, probs)), cosine])
+        rows.append([name, f"{stage} student", own, accuracy(vote(mapped)), cosine])
     return rows
 
 

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from _common import command, machine, table, write_section
-from retrikt import STUDENTS, TASKS, retrikt_losses, same_budget, student_seed, task_recipe, with_baselines
+from retrikt import TASKS, retrikt_losses, same_budget, student_accuracy, student_seed, task_recipe, with_baselines
 
 import kdforge
 from kdforge.models.loading import quiet_transformers
@@ -34,9 +34,9 @@ VARIANTS = {  # stage name: the methods of its student
 }
 
 
-def with_variant(recipe: Recipe, name: str, seed: int) -> Recipe:
+def with_variant(recipe: Recipe, name: str, suffix: str) -> Recipe:
+    """The recipe with one more student stage, ``name + suffix``, training the variant's methods."""
     raw = recipe.model_dump(mode="json", exclude_defaults=True)
-    suffix = "" if seed == recipe.seed else f"-s{seed}"
     raw["stages"].append({**raw["stages"][-1], "name": name + suffix, "methods": VARIANTS[name]})
     raw.setdefault("output", {})["export"] = False
     return Recipe.model_validate(raw)
@@ -49,13 +49,13 @@ def run_variants(task: str, out: Path, names: list[str], seeds: list[int]) -> li
     found = []
     for seed in seeds:
         recipe = same_budget(base if seed == base.seed else student_seed(base, seed), rows)
-        suffix = "" if seed == base.seed else f"-s{seed}"
-        accuracy = {}
+        suffix = "" if seed == base.seed else f"-s{seed}"  # student_seed's stage names
+        variants = []
         for name in names:
-            ran = kdforge.run(with_variant(recipe, name, seed), target, show=True)
-            by_stage = {s["name"]: s["metrics"]["student"]["eval"]["accuracy"] for s in ran["stages"] if "metrics" in s}
-            accuracy[name] = by_stage[name + suffix]
-        found.append([task, seed, *(by_stage[s + suffix] for s in STUDENTS), *(accuracy[n] for n in names)])
+            ran = kdforge.run(with_variant(recipe, name, suffix), target, show=True)
+            variants.append(next(s for s in ran["stages"] if s["name"] == name + suffix))
+        students = student_accuracy(ran, suffix)  # any variant's run reports the recipe's students too
+        found.append([task, seed, *students.values(), *(v["metrics"]["student"]["eval"]["accuracy"] for v in variants)])
     kdforge.run(same_budget(base, rows), target, show=False)  # the run's results.json is the recipe's again
     return found
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench-retrikt"))
     parser.add_argument("--only", nargs="*", choices=list(TASKS), default=["mrpc"])
-    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--student-seeds", nargs="*", type=int, default=[42, 1])
     parser.add_argument("--section", default="retrikt-variants")
     args = parser.parse_args()
