@@ -270,12 +270,23 @@ def seeds_table(rows: dict[str, dict]) -> str:
     seeded = {n: rows[n]["student_seeds"] for n in TASKS if len(rows.get(n, {}).get("student_seeds", {})) > 1}
     if not seeded:
         return ""
-    header = ["task", "student seeds", "teacher", "labels only", "plain KD", "RetriKT", "RetriKT wins", "gap closed"]
+    header = [
+        "task",
+        "student seeds",
+        "teacher",
+        "labels only",
+        "plain KD",
+        "RetriKT",
+        "RetriKT - KD: mean (sd)",
+        "RetriKT wins",
+        "gap closed",
+    ]
     body, closed, beats = [], [], []
     for name, seeds in seeded.items():
         means = {n: statistics.fmean(s[n] for s in seeds.values()) for n in STUDENTS}
         row = {"teacher": rows[name]["teacher"], **means}
-        wins = sum(s["retrikt"] > s["kd"] for s in seeds.values())
+        margins = [s["retrikt"] - s["kd"] for s in seeds.values()]
+        wins = sum(m > 0 for m in margins)
         closed.append(gap_closed(row, "retrikt"))
         beats += [name] if means["retrikt"] > means["kd"] else []
         body.append(
@@ -284,13 +295,15 @@ def seeds_table(rows: dict[str, dict]) -> str:
                 ", ".join(str(k) for k in seeds),
                 row["teacher"],
                 *means.values(),
+                f"{statistics.fmean(margins):+.2f} ({statistics.stdev(margins):.2f})",
                 f"{wins} of {len(seeds)}",
                 f"{gap_closed(row, 'kd'):.0f}% / {gap_closed(row, 'retrikt'):.0f}%",
             ]
         )
     return f"""
 Students trained again with other training seeds (`--student-seeds`: row order and dropout; the same teacher,
-store and fresh weights), means over the seeds; gap closed: KD / RetriKT, by the means.
+store and initial weights), means over the seeds; sd: the margins' standard deviation across the seeds; gap
+closed: KD / RetriKT, by the means.
 
 {table(header, body)}
 
