@@ -306,8 +306,9 @@ def seeds_table(rows: dict[str, dict]) -> str:
         )
     return f"""
 Students trained again with other training seeds (`--student-seeds`: row order and dropout; the same teacher,
-store and initial weights), means over the seeds; sd: the margins' standard deviation across the seeds; gap
-closed: KD / RetriKT, by the means. A task counts as a win when RetriKT's mean margin is at least one dev example.
+store and initial weights, which the student builder draws from seed 0), means over the seeds;
+sd: the margins' standard deviation across the seeds; gap closed: KD / RetriKT, by the means. A task counts
+as a win when RetriKT's mean margin is at least one dev example.
 
 {table(header, body)}
 
