@@ -212,9 +212,14 @@ def dev_figures(run: Path, name: str) -> tuple[list[float], tuple[float, float]]
     own = retrikt.predict(texts, pairs).argmax(-1)
     with torch.no_grad():
         retrieved = head.retrieved(retrikt.rows(head.key, texts, pairs)).argmax(-1)
-    names = [str(retrikt.config.id2label[i]) for i in range(retrikt.num_labels)]
-    gold = torch.tensor([names.index(str(label)) for label in dev["label"]])
+    gold = gold_labels(retrikt, dev)
     return shares, (float((own == gold).float().mean()) * 100, float((retrieved == gold).float().mean()) * 100)
+
+
+def gold_labels(model, dev) -> torch.Tensor:
+    """The dev split's labels as the class ids of ``model`` (by its ``id2label`` names)."""
+    names = [str(model.config.id2label[i]) for i in range(model.num_labels)]
+    return torch.tensor([names.index(str(label)) for label in dev["label"]])
 
 
 def unlabeled_text(recipes: dict[str, dict]) -> str:
@@ -248,15 +253,20 @@ def retrikt_losses(recipes: dict[str, dict]) -> str:
     "`retrikt` x0.25 + `stored_kd` (T = 2) x1 (mrpc)"."""
     tasks_of: dict[str, list[str]] = {}
     for name, recipe in recipes.items():
-        parts = []
-        for method in recipe["stages"][-1]["methods"]:
-            extra = f" (T = {method['temperature']:g})" if "temperature" in method else ""
-            extra += f" (`student_kd: {method['student_kd']:g}`)" if method.get("student_kd") else ""
-            parts.append(f"`{method['name']}`{extra} x{method.get('weight', 1.0):g}")
-        tasks_of.setdefault(" + ".join(parts), []).append(name)
+        tasks_of.setdefault(describe_methods(recipe["stages"][-1]["methods"]), []).append(name)
     if len(tasks_of) == 1:
         return next(iter(tasks_of))
     return "; ".join(f"{losses} ({', '.join(names)})" for losses, names in tasks_of.items())
+
+
+def describe_methods(methods: list[dict]) -> str:
+    """A stage's methods as a recipe gives them, e.g. "`retrikt` x0.25 + `stored_kd` (T = 2) x1"."""
+    parts = []
+    for method in methods:
+        extra = f" (T = {method['temperature']:g})" if "temperature" in method else ""
+        extra += f" (`student_kd: {method['student_kd']:g}`)" if method.get("student_kd") else ""
+        parts.append(f"`{method['name']}`{extra} x{method.get('weight', 1.0):g}")
+    return " + ".join(parts)
 
 
 def seed_margins(row: dict) -> str:
@@ -286,12 +296,13 @@ def seeds_table(rows: dict[str, dict]) -> str:
         means = {n: statistics.fmean(s[n] for s in seeds.values()) for n in STUDENTS}
         row = {"teacher": rows[name]["teacher"], **means}
         margins = [s["retrikt"] - s["kd"] for s in seeds.values()]
+        margin = statistics.fmean(margins)
         wins, tied = sum(m > 0 for m in margins), sum(m == 0 for m in margins)
         closed.append(gap_closed(row, "retrikt"))
         # a mean margin under one dev example is no win, whatever its sign
-        if abs(statistics.fmean(margins)) < 100 / rows[name]["dev_rows"]:
+        if abs(margin) < 100 / rows[name]["dev_rows"]:
             ties.append(name)
-        elif statistics.fmean(margins) > 0:
+        elif margin > 0:
             beats.append(name)
         body.append(
             [
@@ -299,7 +310,7 @@ def seeds_table(rows: dict[str, dict]) -> str:
                 ", ".join(str(k) for k in seeds),
                 row["teacher"],
                 *means.values(),
-                f"{statistics.fmean(margins):+.2f} ({statistics.stdev(margins):.2f})",
+                f"{margin:+.2f} ({statistics.stdev(margins):.2f})",
                 f"{wins} of {len(seeds)}" + (f" ({tied} tied)" if tied else ""),
                 f"{gap_closed(row, 'kd'):.0f}% / {gap_closed(row, 'retrikt'):.0f}%",
             ]

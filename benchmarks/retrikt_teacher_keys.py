@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import command, machine, table, write_section
-from retrikt import TASKS, dev_split
+from retrikt import TASKS, dev_split, gold_labels
 
 from kdforge.models import load_model
 from kdforge.models.loading import quiet_transformers
@@ -50,8 +50,7 @@ def task_rows(run: Path, name: str, students: list[str]) -> list[list]:
     texts, pairs = texts_and_pairs(dev)
     store = open_samples(run / "stages" / "knowledge" / "store")
     teacher = load_model(str(run / "stages" / "teacher" / "model"))
-    names = [str(teacher.config.id2label[i]) for i in range(teacher.num_labels)]
-    gold = torch.tensor([names.index(str(label)) for label in dev["label"]])
+    gold = gold_labels(teacher, dev)
 
     def accuracy(scores: torch.Tensor) -> float:
         return float((scores.argmax(-1) == gold).float().mean()) * 100

@@ -19,7 +19,16 @@ import json
 from pathlib import Path
 
 from _common import command, machine, table, write_section
-from retrikt import TASKS, retrikt_losses, same_budget, student_accuracy, student_seed, task_recipe, with_baselines
+from retrikt import (
+    TASKS,
+    describe_methods,
+    retrikt_losses,
+    same_budget,
+    student_accuracy,
+    student_seed,
+    task_recipe,
+    with_baselines,
+)
 
 import kdforge
 from kdforge.models.loading import quiet_transformers
@@ -72,9 +81,7 @@ def main() -> None:
     rows = [row for task in args.only for row in run_variants(task, args.out, args.variants, args.student_seeds)]
     (args.out / "variants.json").write_text(json.dumps(rows, indent=2))
     ran = {task: json.loads((args.out / task / "recipe.json").read_text()) for task in args.only}
-    described = "; ".join(
-        f"`{n}`: " + " + ".join(f"{m['name']} x{m.get('weight', 1.0):g}" for m in VARIANTS[n]) for n in args.variants
-    )
+    described = "; ".join(f"`{n}`: {describe_methods(VARIANTS[n])}" for n in args.variants)
     write_section(
         args.section,
         f"""## RetriKT variants: other losses for the RetriKT student
