@@ -233,19 +233,23 @@ def unlabeled_text(recipes: dict[str, dict]) -> str:
 
 
 def pair_reading(recipes: dict[str, dict]) -> str:
-    """How the runs' pQRNN students read a pair: both texts as one sequence, or each pooled apart."""
-    joined = []
+    """How the runs' pQRNN students read a pair: both texts as one sequence, each pooled apart, or
+    pooled apart with each text's tokens aligned with the other's, and on which tasks."""
+    readings = {
+        False: "a pair read as one sequence (`compare_pairs: false`)",
+        True: "each text of a pair pooled apart (`compare_pairs: true`)",
+        "aligned": "each text of a pair pooled apart, plus what its tokens find in the other text "
+        "(`compare_pairs: aligned`)",
+    }
+    tasks_of: dict[str, list[str]] = {}
     for name, recipe in recipes.items():
-        student = recipe["stages"][-1]["student"]
-        if not (student.get("pqrnn") or {}).get("compare_pairs", False):
-            joined.append(name)
-    apart = ", each text of a pair pooled apart (`compare_pairs: true`)"
-    one = ", a pair read as one sequence (`compare_pairs: false`)"
-    if not joined:
-        return apart
-    if len(joined) == len(recipes):
-        return one
-    return f"{apart}; on {', '.join(joined)}{one}"
+        mode = (recipe["stages"][-1]["student"].get("pqrnn") or {}).get("compare_pairs", False)
+        tasks_of.setdefault(readings[mode], []).append(name)
+    if len(tasks_of) == 1:
+        return ", " + next(iter(tasks_of))
+    most = max(tasks_of, key=lambda reading: len(tasks_of[reading]))
+    others = [f"on {', '.join(names)}, {reading}" for reading, names in tasks_of.items() if reading != most]
+    return f", {most}; " + "; ".join(others)
 
 
 def retrikt_losses(recipes: dict[str, dict]) -> str:

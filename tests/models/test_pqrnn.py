@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from pydantic import ValidationError
+from torch import Tensor, nn
 
 import kdforge
 from kdforge.errors import IncompatibleError, ModelError
@@ -275,6 +276,93 @@ def test_compared_pair_pools_each_text_apart_by_hand():
     w = torch.tensor([3.0, 1.0])  # a single text is compared with itself
     assert torch.allclose(out[1], torch.cat([w, w, torch.zeros(2), w * w]))
     assert torch.equal(compared_pair(tokens, mask, None, Uniform())[1], out[1])
+
+
+def test_aligned_pair_finds_each_token_in_the_other_text_by_hand():
+    from kdforge.models.pooling import aligned_pair, compared_pair
+
+    class Uniform(nn.Module):
+        def forward(self, x):
+            return torch.zeros(*x.shape[:-1], 1)
+
+    # row 0: premise [10, 0] [0, 10], hypothesis [10, 0], then padding; row 1: one text
+    tokens = torch.tensor(
+        [[[10.0, 0.0], [0.0, 10.0], [10.0, 0.0], [5.0, 5.0]], [[1.0, 0.0], [0.0, 2.0], [4.0, 4.0], [4.0, 4.0]]]
+    )
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    segments = torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0]])
+    out = aligned_pair(tokens, mask, segments, Uniform())
+    assert out.shape == (2, 16)
+    assert torch.equal(out[:, :8], compared_pair(tokens, mask, segments, Uniform()))
+    # The hypothesis token's dot products with the premise are 100 and 0: it aligns with [10, 0], its
+    # twin, so nothing is missing (|x - x~| = 0). Both premise tokens align with the one hypothesis token:
+    # [10, 0] finds itself, [0, 10] is missing by [10, 10]. The padding [5, 5] is never aligned with.
+    premise_gap, premise_product = torch.tensor([5.0, 5.0]), torch.tensor([50.0, 0.0])
+    hypothesis_gap, hypothesis_product = torch.zeros(2), torch.tensor([100.0, 0.0])
+    found = torch.cat([premise_gap, premise_product, hypothesis_gap, hypothesis_product])
+    torch.testing.assert_close(out[0, 8:], found)
+    # One text aligns with itself: [1, 0] with softmax(1, 0), [0, 2] with softmax(0, 4), over both tokens.
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    aligned_a = torch.softmax(torch.tensor([1.0, 0.0]), 0) @ torch.stack([a, b])
+    aligned_b = torch.softmax(torch.tensor([0.0, 4.0]), 0) @ torch.stack([a, b])
+    gap = ((a - aligned_a).abs() + (b - aligned_b).abs()) / 2
+    product = (a * aligned_a + b * aligned_b) / 2
+    torch.testing.assert_close(out[1, 8:], torch.cat([gap, product, gap, product]))
+
+
+def overlap_pairs(rows: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Token ids of [CLS] premise [SEP] hypothesis [SEP], 6 premise words and 2 hypothesis words out of
+    ~2,000; the label: every hypothesis word is in the premise (half the rows copy them from it)."""
+    premise = torch.randint(10, 2000, (rows, 6), generator=generator)
+    copied = premise.gather(1, torch.randint(0, 6, (rows, 2), generator=generator))
+    fresh = torch.randint(10, 2000, (rows, 2), generator=generator)
+    hypothesis = torch.where(torch.rand(rows, 1, generator=generator) < 0.5, copied, fresh)
+    labels = torch.tensor([int(set(h) <= set(p)) for p, h in zip(premise.tolist(), hypothesis.tolist(), strict=True)])
+    cls, sep = torch.full((rows, 1), 2), torch.full((rows, 1), 3)
+    ids = torch.cat([cls, premise, sep, hypothesis, sep], dim=1)
+    segments = torch.zeros_like(ids)
+    segments[:, 8:] = 1
+    return ids, segments, labels
+
+
+def test_an_aligned_pqrnn_learns_word_overlap_that_pooling_apart_misses():
+    """Whether a hypothesis's words are all in its premise, the signal a tiny entailment model lives on:
+    a pQRNN that pools the two texts apart keeps no trace of which words they share."""
+    generator = torch.Generator().manual_seed(0)
+    train, test = overlap_pairs(2048, generator), overlap_pairs(512, generator)
+    accuracy = {}
+    for mode in (True, "aligned"):
+        torch.manual_seed(0)
+        config = PQRNNConfig(projection_features=64, state_size=16, num_labels=2, compare_pairs=mode, dropout=0.0)
+        model = PQRNNForSequenceClassification(config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(600):
+            rows = torch.randint(0, 2048, (64,))
+            ids, segments, labels = (t[rows] for t in train)
+            loss = model(ids, torch.ones_like(ids), segments, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            predicted = model.eval()(test[0], torch.ones_like(test[0]), test[1]).logits.argmax(-1)
+        accuracy[mode] = (predicted == test[2]).float().mean().item()
+    assert accuracy["aligned"] >= 0.72 and accuracy["aligned"] >= accuracy[True] + 0.05, accuracy
+
+
+def test_an_aligned_student_builds_saves_and_loads(classifier_teacher, tmp_path):
+    spec = StudentSpec.model_validate({"pqrnn": {**TINY, "compare_pairs": "aligned"}})
+    student, _ = build_student(classifier_teacher, spec)
+    assert student.hf.classifier.in_features == 8 * 32
+    assert student.num_parameters() == parameter_count(64, 32, 16, 2, 2, 2, compare_pairs="aligned")
+    from kdforge.export import save_hf
+
+    save_hf(student, tmp_path / "aligned")
+    loaded = load_model(str(tmp_path / "aligned"))
+    assert loaded.hf.config.compare_pairs == "aligned"
+    first, second = ["the cat sees a dog .", "a bird ."], ["a dog .", "the cat ."]
+    torch.testing.assert_close(loaded.predict(first, second), student.predict(first, second))
+    with pytest.raises(ValidationError, match="compare_pairs"):
+        StudentSpec.model_validate({"pqrnn": {"compare_pairs": "align"}})
 
 
 def test_a_pair_comparing_student_sees_which_text_a_word_is_in(classifier_teacher):

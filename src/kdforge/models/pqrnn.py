@@ -42,7 +42,7 @@ from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOut
 
 from kdforge.errors import ModelError
 from kdforge.models.joint import JointConfig, JointIntentSlotModel
-from kdforge.models.pooling import attention_pool, compared_pair
+from kdforge.models.pooling import aligned_pair, attention_pool, compared_pair
 from kdforge.models.student import BuildReport
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import ALL_VIEWS
@@ -200,6 +200,12 @@ class BiQRNNLayer(nn.Module):
         )
 
 
+def pair_features(compare_pairs: bool | str) -> int:
+    """How many ``hidden_size`` vectors a classifier's head reads: one pooled sequence, the four of
+    ``compared_pair`` or the eight of ``aligned_pair``."""
+    return 8 if compare_pairs == "aligned" else 4 if compare_pairs else 1
+
+
 # ----- Hugging Face classes ---------------------------------------------------------------------
 
 
@@ -226,7 +232,7 @@ class PQRNNConfig(PretrainedConfig):
         dropout: float = 0.1,
         zoneout: float = 0.0,
         max_position_embeddings: int = 512,
-        compare_pairs: bool = False,
+        compare_pairs: bool | str = False,
         **kwargs,
     ) -> None:
         self.vocab_size = vocab_size  # of the tokenizer; the model has no table of that size
@@ -327,6 +333,7 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
     ``compare_pairs``: the two texts of a pair (``token_type_ids``) are pooled apart and the classifier
     reads ``[u, v, |u - v|, u * v]`` (``pooling.compared_pair``). Pooled together, a pair is one bag of
     states, and a model this small has no attention across the texts to tell which words they share.
+    ``compare_pairs: aligned`` adds what each text's tokens find in the other (``pooling.aligned_pair``).
     """
 
     def __init__(self, config: PQRNNConfig) -> None:
@@ -335,7 +342,7 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
         self.pqrnn = PQRNNModel(config)
         self.attention = nn.Linear(config.hidden_size, 1)
         self.dropout = nn.Dropout(config.dropout)
-        features = 4 * config.hidden_size if config.compare_pairs else config.hidden_size
+        features = pair_features(config.compare_pairs) * config.hidden_size
         self.classifier = nn.Linear(features, config.num_labels)
         self.post_init()
 
@@ -353,7 +360,9 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         encoded = self.pqrnn(input_ids, attention_mask, output_hidden_states=output_hidden_states, return_dict=True)
-        if self.config.compare_pairs:
+        if self.config.compare_pairs == "aligned":
+            pooled = aligned_pair(encoded.last_hidden_state, attention_mask, token_type_ids, self.attention)
+        elif self.config.compare_pairs:
             pooled = compared_pair(encoded.last_hidden_state, attention_mask, token_type_ids, self.attention)
         else:
             pooled = attention_pool(encoded.last_hidden_state, attention_mask, self.attention)
@@ -422,21 +431,23 @@ def parameter_count(
     labels: int,
     kind: str = "classifier",
     slots: int = 0,
-    compare_pairs: bool = False,
+    compare_pairs: bool | str = False,
 ) -> int:
     """Parameters of a pQRNN, without building it; the vocabulary size plays no part.
 
     ``(F + 3) B`` (bottleneck and its layer norm) ``+ sum_l 2 (k D_l + 1) 3 H`` (two directions of
     Z/F/O convolutions, ``D_0 = B``, ``D_l = 2 H``) ``+ (2 H + 1) C`` (the head) ``+ 2 H + 1`` (the
     attention-pooling score, classifier and joint). A ``joint`` model adds a slot head, ``(2 H + 1) S``.
-    A classifier that compares pairs reads ``4 * 2 H`` features: its head is ``(8 H + 1) C``.
+    A classifier that compares pairs reads ``4 * 2 H`` features (``aligned``: ``8 * 2 H``), its head
+    ``(8 H + 1) C`` (``(16 H + 1) C``).
     """
     total = (features + 3) * bottleneck
     for layer in range(layers):
         width = bottleneck if layer == 0 else 2 * hidden
         total += 2 * (kernel * width + 1) * 3 * hidden
     if kind != "embedding":
-        total += ((8 if compare_pairs and kind == "classifier" else 2) * hidden + 1) * labels
+        pairs = compare_pairs if kind == "classifier" else False
+        total += (pair_features(pairs) * 2 * hidden + 1) * labels
     if kind in ("classifier", "joint"):
         total += 2 * hidden + 1
     if kind == "joint":

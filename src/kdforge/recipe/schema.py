@@ -110,7 +110,8 @@ class PQRNNSpec(Strict):
     direction, gate convolution width ``kernel``, fo-pooling) and a head (attention pooling for
     classification, per token for tagging). The defaults stay under 227K parameters (100x under
     MiniLM) for up to 130 labels; the count does not depend on the vocabulary. ``compare_pairs``
-    gives a classifier of text pairs InferSent's head on the two texts pooled apart.
+    gives a classifier of text pairs InferSent's head on the two texts pooled apart; ``aligned``
+    adds ESIM's comparison of each token with its soft alignment in the other text.
     """
 
     features: PositiveInt = Field(512, description="ternary projection features per token (F)")
@@ -123,9 +124,10 @@ class PQRNNSpec(Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
     zoneout: float = Field(0.0, ge=0, lt=1, description="QRNN zoneout of the first layer (p^l for layer l)")
     seed: int = Field(0, description="seed of the token hash; a student is tied to it")
-    compare_pairs: bool = Field(
+    compare_pairs: bool | Literal["aligned"] = Field(
         False,
-        description="classifiers of text pairs: pool each text on its own and classify [u, v, |u - v|, u * v]",
+        description="classifiers of text pairs: pool each text on its own and classify [u, v, |u - v|, u * v]; "
+        "'aligned' adds what each text's tokens find in the other (soft alignment across the pair)",
     )
 
 
