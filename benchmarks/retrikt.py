@@ -234,7 +234,8 @@ def unlabeled_text(recipes: dict[str, dict]) -> str:
 
 def pair_reading(recipes: dict[str, dict]) -> str:
     """How the runs' pQRNN students read a pair: both texts as one sequence, each pooled apart, or
-    pooled apart with each text's tokens aligned with the other's, and on which tasks."""
+    pooled apart with each text's tokens aligned with the other's (and whether tokens are flagged when
+    the other text holds them), and on which tasks."""
     readings = {
         False: "a pair read as one sequence (`compare_pairs: false`)",
         True: "each text of a pair pooled apart (`compare_pairs: true`)",
@@ -243,8 +244,11 @@ def pair_reading(recipes: dict[str, dict]) -> str:
     }
     tasks_of: dict[str, list[str]] = {}
     for name, recipe in recipes.items():
-        mode = (recipe["stages"][-1]["student"].get("pqrnn") or {}).get("compare_pairs", False)
-        tasks_of.setdefault(readings[mode], []).append(name)
+        pqrnn = recipe["stages"][-1]["student"].get("pqrnn") or {}
+        reading = readings[pqrnn.get("compare_pairs", False)]
+        if pqrnn.get("exact_match"):
+            reading += ", each token flagged when the other text holds it too (`exact_match: true`)"
+        tasks_of.setdefault(reading, []).append(name)
     if len(tasks_of) == 1:
         return ", " + next(iter(tasks_of))
     most = max(tasks_of, key=lambda reading: len(tasks_of[reading]))

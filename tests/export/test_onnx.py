@@ -136,12 +136,12 @@ def test_language_models_do_not_export_to_onnx(embedding_teacher_dir, tmp_path):
         export(model, tmp_path / "mlm", "onnx")
 
 
-@pytest.mark.parametrize("compare_pairs", [True, "aligned"])
-def test_a_pair_comparing_pqrnn_exports_with_its_segments(classifier_teacher_dir, tmp_path, compare_pairs):
+@pytest.mark.parametrize("pairs", [{"compare_pairs": True}, {"compare_pairs": "aligned", "exact_match": True}])
+def test_a_pair_comparing_pqrnn_exports_with_its_segments(classifier_teacher_dir, tmp_path, pairs):
     """The graph takes token_type_ids, so the exported student still tells the two texts apart."""
     model, _ = build_student(
         load_model(str(classifier_teacher_dir)),
-        StudentSpec.model_validate({"pqrnn": {"features": 64, "hidden": 16, "compare_pairs": compare_pairs}}),
+        StudentSpec.model_validate({"pqrnn": {"features": 64, "hidden": 16, **pairs}}),
     )
     first, second = sentences(5, seed=1), sentences(5, seed=2)
     export(model, tmp_path / "onnx", "onnx")

@@ -325,28 +325,52 @@ def overlap_pairs(rows: int, generator: torch.Generator) -> tuple[Tensor, Tensor
     return ids, segments, labels
 
 
-def test_an_aligned_pqrnn_learns_word_overlap_that_pooling_apart_misses():
-    """Whether a hypothesis's words are all in its premise, the signal a tiny entailment model lives on:
-    a pQRNN that pools the two texts apart keeps no trace of which words they share."""
+def overlap_accuracy(compare_pairs: bool | str, exact_match: bool = False) -> float:
+    """Test accuracy of a tiny pQRNN trained for 600 steps on ``overlap_pairs``."""
     generator = torch.Generator().manual_seed(0)
     train, test = overlap_pairs(2048, generator), overlap_pairs(512, generator)
-    accuracy = {}
-    for mode in (True, "aligned"):
-        torch.manual_seed(0)
-        config = PQRNNConfig(projection_features=64, state_size=16, num_labels=2, compare_pairs=mode, dropout=0.0)
-        model = PQRNNForSequenceClassification(config)
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        for _ in range(600):
-            rows = torch.randint(0, 2048, (64,))
-            ids, segments, labels = (t[rows] for t in train)
-            loss = model(ids, torch.ones_like(ids), segments, labels=labels).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            predicted = model.eval()(test[0], torch.ones_like(test[0]), test[1]).logits.argmax(-1)
-        accuracy[mode] = (predicted == test[2]).float().mean().item()
-    assert accuracy["aligned"] >= 0.72 and accuracy["aligned"] >= accuracy[True] + 0.05, accuracy
+    torch.manual_seed(0)
+    config = PQRNNConfig(
+        projection_features=64,
+        state_size=16,
+        num_labels=2,
+        compare_pairs=compare_pairs,
+        exact_match=exact_match,
+        dropout=0.0,
+    )
+    model = PQRNNForSequenceClassification(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(600):
+        rows = torch.randint(0, 2048, (64,))
+        ids, segments, labels = (t[rows] for t in train)
+        loss = model(ids, torch.ones_like(ids), segments, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = model.eval()(test[0], torch.ones_like(test[0]), test[1]).logits.argmax(-1)
+    return (predicted == test[2]).float().mean().item()
+
+
+def test_an_aligned_pqrnn_learns_word_overlap_that_pooling_apart_misses():
+    """Whether a hypothesis's words are all in its premise, the signal a tiny entailment model lives on:
+    a pQRNN that pools the two texts apart keeps no trace of which words they share; aligned, it
+    finds some of it; told which tokens the other text holds (``exact_match``), nearly all."""
+    apart, aligned, flagged = overlap_accuracy(True), overlap_accuracy("aligned"), overlap_accuracy(True, True)
+    assert aligned >= 0.72 and aligned >= apart + 0.05, (apart, aligned)
+    assert flagged >= 0.95, flagged
+
+
+def test_exact_match_flags_by_hand():
+    from kdforge.models.pqrnn import exact_match_flags
+
+    ids = torch.tensor([[2, 7, 8, 3, 8, 9, 3, 0], [2, 7, 8, 3, 0, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0, 0, 0]])
+    segments = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0, 0]])
+    flags = exact_match_flags(ids, mask, segments).squeeze(-1)
+    # row 0: 8 and [SEP] (3) are in both texts, 7 and 9 in one, [CLS] (2) only in the first; padding is 0
+    assert flags[0].tolist() == [0, 0, 1, 1, 1, 0, 1, 0]
+    assert not flags[1].any() and not exact_match_flags(ids, mask, None).any()  # one text: nothing to match
 
 
 def test_an_aligned_student_builds_saves_and_loads(classifier_teacher, tmp_path):
@@ -363,6 +387,17 @@ def test_an_aligned_student_builds_saves_and_loads(classifier_teacher, tmp_path)
     torch.testing.assert_close(loaded.predict(first, second), student.predict(first, second))
     with pytest.raises(ValidationError, match="compare_pairs"):
         StudentSpec.model_validate({"pqrnn": {"compare_pairs": "align"}})
+
+    flagged, _ = build_student(classifier_teacher, StudentSpec(pqrnn=PQRNNSpec(**TINY, exact_match=True)))
+    assert flagged.num_parameters() == parameter_count(64, 32, 16, 2, 2, 2, exact_match=True)
+    assert flagged.num_parameters() - parameter_count(64, 32, 16, 2, 2, 2) == 32  # one more bottleneck column
+    seen = []
+    flagged.hf.pqrnn.bottleneck.register_forward_hook(lambda module, args, out: seen.append(args[0][..., -1]))
+    flagged.predict(["the cat sees a dog ."], ["a dog ."])
+    ids = flagged.tokenize(["the cat sees a dog ."], ["a dog ."])["input_ids"][0].tolist()
+    tokens = flagged.tokenizer.convert_ids_to_tokens(ids)
+    marked = {token for token, flag in zip(tokens, seen[0][0].tolist(), strict=True) if flag}
+    assert {"a", "dog", "."} <= marked and not marked & {"the", "cat", "sees"}
 
 
 def test_a_pair_comparing_student_sees_which_text_a_word_is_in(classifier_teacher):

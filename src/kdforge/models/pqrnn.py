@@ -112,6 +112,19 @@ class TernaryProjection(nn.Module):
 # ----- QRNN -----------------------------------------------------------------------------------
 
 
+def exact_match_flags(input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None) -> Tensor:
+    """``[B, T, 1]``: 1 where a real token's id also occurs among the real tokens of the other text of
+    its pair (``token_type_ids``), else 0; all 0 for a single text. DIIN's exact-match feature (Gong et al.,
+    ICLR 2018, Sec. 3.2), on word pieces: a hashed projection cannot tell that two positions hold the same
+    word unless it is told, and shared words are most of what a tiny model can read of entailment."""
+    if token_type_ids is None:
+        return torch.zeros(*input_ids.shape, 1, device=input_ids.device)
+    real = attention_mask != 0
+    other = (token_type_ids[:, :, None] != token_type_ids[:, None, :]) & real[:, None, :]
+    same = input_ids[:, :, None] == input_ids[:, None, :]
+    return ((same & other).to(torch.float32).amax(dim=-1) * real.to(torch.float32)).unsqueeze(-1)
+
+
 def _shifted(x: Tensor, distance: int, reverse: bool, fill: float) -> Tensor:
     """``x`` moved ``distance`` steps along time (dim 1): element ``t`` holds ``x[t - d]`` (``x[t + d]``
     when ``reverse``), ``fill`` where that index is outside the sequence."""
@@ -233,6 +246,7 @@ class PQRNNConfig(PretrainedConfig):
         zoneout: float = 0.0,
         max_position_embeddings: int = 512,
         compare_pairs: bool | str = False,
+        exact_match: bool = False,
         **kwargs,
     ) -> None:
         self.vocab_size = vocab_size  # of the tokenizer; the model has no table of that size
@@ -246,6 +260,7 @@ class PQRNNConfig(PretrainedConfig):
         self.zoneout = zoneout
         self.max_position_embeddings = max_position_embeddings
         self.compare_pairs = compare_pairs
+        self.exact_match = exact_match
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(**kwargs)
 
@@ -291,7 +306,7 @@ class PQRNNModel(PQRNNPreTrainedModel):
     def __init__(self, config: PQRNNConfig) -> None:
         super().__init__(config)
         self.projection = TernaryProjection(config.projection_features, config.projection_seed)
-        self.bottleneck = nn.Linear(config.projection_features, config.bottleneck_size)
+        self.bottleneck = nn.Linear(config.projection_features + int(config.exact_match), config.bottleneck_size)
         self.norm = nn.LayerNorm(config.bottleneck_size)
         widths = [config.bottleneck_size] + [2 * config.state_size] * (config.num_hidden_layers - 1)
         self.layers = nn.ModuleList(
@@ -305,7 +320,7 @@ class PQRNNModel(PQRNNPreTrainedModel):
         self,
         input_ids: Tensor,
         attention_mask: Tensor | None = None,
-        token_type_ids: Tensor | None = None,  # accepted like a BERT's, and ignored
+        token_type_ids: Tensor | None = None,  # the texts of a pair, read by ``exact_match`` only
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,  # there are none
         return_dict: bool | None = None,
@@ -316,6 +331,8 @@ class PQRNNModel(PQRNNPreTrainedModel):
         dtype = self.bottleneck.weight.dtype
         mask = attention_mask.unsqueeze(-1).to(dtype)
         x = self.projection(input_ids).to(dtype)
+        if self.config.exact_match:
+            x = torch.cat([x, exact_match_flags(input_ids, attention_mask, token_type_ids).to(dtype)], dim=-1)
         x = self.dropout(torch.relu(self.norm(self.bottleneck(x)))) * mask
         steps = scan_steps(input_ids.shape[1], self.config.max_position_embeddings)
         hidden = [x]
@@ -359,7 +376,9 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
     ) -> SequenceClassifierOutput | tuple:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        encoded = self.pqrnn(input_ids, attention_mask, output_hidden_states=output_hidden_states, return_dict=True)
+        encoded = self.pqrnn(
+            input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states, return_dict=True
+        )
         if self.config.compare_pairs == "aligned":
             pooled = aligned_pair(encoded.last_hidden_state, attention_mask, token_type_ids, self.attention)
         elif self.config.compare_pairs:
@@ -432,6 +451,7 @@ def parameter_count(
     kind: str = "classifier",
     slots: int = 0,
     compare_pairs: bool | str = False,
+    exact_match: bool = False,
 ) -> int:
     """Parameters of a pQRNN, without building it; the vocabulary size plays no part.
 
@@ -439,9 +459,9 @@ def parameter_count(
     Z/F/O convolutions, ``D_0 = B``, ``D_l = 2 H``) ``+ (2 H + 1) C`` (the head) ``+ 2 H + 1`` (the
     attention-pooling score, classifier and joint). A ``joint`` model adds a slot head, ``(2 H + 1) S``.
     A classifier that compares pairs reads ``4 * 2 H`` features (``aligned``: ``8 * 2 H``), its head
-    ``(8 H + 1) C`` (``(16 H + 1) C``).
+    ``(8 H + 1) C`` (``(16 H + 1) C``). ``exact_match``'s flag adds a bottleneck column, ``B``.
     """
-    total = (features + 3) * bottleneck
+    total = (features + int(exact_match) + 3) * bottleneck
     for layer in range(layers):
         width = bottleneck if layer == 0 else 2 * hidden
         total += 2 * (kernel * width + 1) * 3 * hidden
@@ -483,11 +503,12 @@ def build_pqrnn(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Build
             f"student.pqrnn: a pQRNN student classifies sentences, tags tokens or embeds sentences, "
             f"but the teacher is a {teacher.kind} model; use a transformer student for language modelling"
         )
-    if p.compare_pairs and teacher.kind != "classifier":
-        raise ModelError(
-            f"student.pqrnn.compare_pairs: only a sentence(-pair) classifier compares pairs, the teacher is a "
-            f"{teacher.kind} model; remove compare_pairs"
-        )
+    for option in ("compare_pairs", "exact_match"):
+        if getattr(p, option) and teacher.kind != "classifier":
+            raise ModelError(
+                f"student.pqrnn.{option}: only a sentence(-pair) classifier compares pairs, the teacher is a "
+                f"{teacher.kind} model; remove {option}"
+            )
     if spec.vocabulary is not None:
         raise ModelError(
             "student.vocabulary: a pQRNN student has no embedding table to shrink (its size does not depend "
@@ -508,6 +529,7 @@ def build_pqrnn(teacher: TextModel, spec: StudentSpec) -> tuple[TextModel, Build
         zoneout=p.zoneout,
         max_position_embeddings=teacher.max_length,
         compare_pairs=p.compare_pairs,
+        exact_match=p.exact_match,
         pad_token_id=tokenizer.pad_token_id,
         **({"id2label": dict(source.id2label), "label2id": dict(source.label2id)} if labelled else {}),
     )

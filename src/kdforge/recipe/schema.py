@@ -111,7 +111,8 @@ class PQRNNSpec(Strict):
     classification, per token for tagging). The defaults stay under 227K parameters (100x under
     MiniLM) for up to 130 labels; the count does not depend on the vocabulary. ``compare_pairs``
     gives a classifier of text pairs InferSent's head on the two texts pooled apart; ``aligned``
-    adds ESIM's comparison of each token with its soft alignment in the other text.
+    adds ESIM's comparison of each token with its soft alignment in the other text; ``exact_match``
+    flags each token that the other text also holds (DIIN).
     """
 
     features: PositiveInt = Field(512, description="ternary projection features per token (F)")
@@ -128,6 +129,10 @@ class PQRNNSpec(Strict):
         False,
         description="classifiers of text pairs: pool each text on its own and classify [u, v, |u - v|, u * v]; "
         "'aligned' adds what each text's tokens find in the other (soft alignment across the pair)",
+    )
+    exact_match: bool = Field(
+        False,
+        description="classifiers of text pairs: give each token a flag, 1 if the other text has the same token",
     )
 
 
