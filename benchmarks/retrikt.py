@@ -43,6 +43,7 @@ import torch
 from _common import machine, table, write_section
 
 import kdforge
+from kdforge.methods import METHODS
 from kdforge.models import load_model
 from kdforge.models.loading import quiet_transformers
 from kdforge.models.views import RETRIEVAL_KEYS
@@ -55,6 +56,7 @@ TASKS = {"cb": "SuperGLUE CB", "rte": "GLUE RTE", "copa": "COPA", "mrpc": "GLUE 
 STUDENTS = ("labels", "kd", "retrikt")
 STUDENT_SEEDS = ()  # besides the recipe's own (--student-seeds): the students again, same teacher and store
 LATENCY_QUERIES = 100
+OUT, SECTION = Path("runs/bench-retrikt"), "retrikt"  # the recipes' own run and its BENCHMARKS.md section
 
 
 def with_baselines(recipe: Recipe) -> Recipe:
@@ -142,6 +144,19 @@ def task_recipe(
     if key:
         stage.methods = [m.model_copy(update={"key": key}) if m.name == "retrikt" else m for m in stage.methods]
     return recipe
+
+
+def retrieval_settings(recipe: Recipe) -> dict:
+    """``k``, ``tau`` and ``key`` of the RetriKT method of ``recipe``'s last stage, defaults filled in: for
+    the scripts that retrieve or train the way the run did."""
+    spec = next(m for m in recipe.stages[-1].methods if m.name == "retrikt")
+    args = METHODS.get("retrikt").parse_args(spec.args)
+    return {"k": args.k, "tau": args.tau, "key": args.key}
+
+
+def ran_recipe(run: Path) -> Recipe:
+    """The recipe a task's finished run used (its ``recipe.json``)."""
+    return Recipe.model_validate(json.loads((run / "recipe.json").read_text()))
 
 
 def student_accuracy(results: dict, suffix: str = "") -> dict[str, float]:
@@ -350,10 +365,10 @@ def gap_closed(row: dict, student: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-retrikt"))
+    parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--only", nargs="*", choices=list(TASKS), help="run these only (the table keeps earlier rows)")
     parser.add_argument("--table", action="store_true", help="only rewrite the table from the finished runs")
-    parser.add_argument("--section", default="retrikt", help="BENCHMARKS.md section the table goes to")
+    parser.add_argument("--section", default=SECTION, help="BENCHMARKS.md section the table goes to")
     pairs = parser.add_mutually_exclusive_group()
     pairs.add_argument(
         "--joined-pairs",
@@ -463,7 +478,9 @@ def main() -> None:
     options += "".join(f" --unlabeled {p}" for p in args.unlabeled or [])
     if args.student_seeds != list(STUDENT_SEEDS):
         options += " --student-seeds" + "".join(f" {n}" for n in args.student_seeds)
-    variant = f"{options} --out {args.out} --section {args.section}" if options else ""
+    # a run of other settings or into another folder or section names them; the recipes' own run does not
+    elsewhere = args.out != OUT or args.section != SECTION
+    variant = f"{options} --out {args.out} --section {args.section}" if options or elsewhere else ""
     ran = {name: json.loads((args.out / name / "recipe.json").read_text()) for name in rows}
     pooled = pair_reading(ran)
     keyed = {  # no --key: the recipes' features

@@ -24,15 +24,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from _common import command, machine, table, write_section
-from retrikt import TASKS, dev_split, gold_labels
+from retrikt import TASKS, dev_split, gold_labels, ran_recipe, retrieval_settings
 
 from kdforge.models import load_model
 from kdforge.models.loading import quiet_transformers
 from kdforge.models.retrieval import RetrievalHead
 from kdforge.store.samples import open_samples
 from kdforge.tasks.data import texts_and_pairs
-
-K, TAU = 16, 0.05  # the recipes' retrieval settings
 
 
 def with_ones(rows: torch.Tensor) -> torch.Tensor:
@@ -56,12 +54,14 @@ def task_rows(run: Path, name: str, students: list[str]) -> list[list]:
         return float((scores.argmax(-1) == gold).float().mean()) * 100
 
     keys = teacher.rows("features", store.texts, store.pairs).float()
-    head = RetrievalHead(store, K, TAU, key="features")  # the student's own search, over the teacher's keys
+    settings = retrieval_settings(ran_recipe(run))
+    head = RetrievalHead(store, settings["k"], settings["tau"], key="features")  # the student's search, teacher keys
+    searched = f"{settings['k']}, {settings['tau']}"
     head.set_keys(keys)
     vote = head.retrieved
     dev_keys = teacher.rows("features", texts, pairs).float()  # the teacher's own queries: the upper bound
     own = accuracy(teacher.predict(texts, pairs))
-    rows = [[name, "teacher", own, accuracy(vote(dev_keys)), 1.0]]
+    rows = [[name, "teacher", own, searched, accuracy(vote(dev_keys)), 1.0]]
     for stage in students:
         student = load_model(str(run / "stages" / stage / "model"))
         student.retrieval = None  # its own head alone
@@ -69,7 +69,7 @@ def task_rows(run: Path, name: str, students: list[str]) -> list[list]:
         mapping = least_squares_map(student.rows("features", store.texts, store.pairs).float(), keys)
         mapped = with_ones(student.rows("features", texts, pairs).float()) @ mapping
         cosine = float((F.normalize(mapped, dim=-1) * F.normalize(dev_keys, dim=-1)).sum(-1).mean())
-        rows.append([name, f"{stage} student", own, accuracy(vote(mapped)), cosine])
+        rows.append([name, f"{stage} student", own, searched, accuracy(vote(mapped)), cosine])
     return rows
 
 
@@ -90,7 +90,8 @@ def main() -> None:
         "task",
         "queries made by",
         "its own head",
-        f"k-NN vote over teacher keys (k = {K}, tau = {TAU})",
+        "k, tau (the run's)",
+        "k-NN vote over teacher keys",
         "dev cosine to the teacher's key",
     ]
     (args.runs / "teacher-keys.json").write_text(json.dumps(rows, indent=2))

@@ -22,6 +22,7 @@ from _common import command, machine, table, write_section
 from retrikt import (
     TASKS,
     describe_methods,
+    retrieval_settings,
     retrikt_losses,
     same_budget,
     student_accuracy,
@@ -35,18 +36,23 @@ from kdforge.models.loading import quiet_transformers
 from kdforge.recipe.schema import Recipe
 from kdforge.store.samples import open_samples
 
-RETRIKT = {"name": "retrikt", "k": 16, "tau": 0.05, "key": "features"}
 KD = {"name": "stored_kd", "temperature": 2.0}
-VARIANTS = {  # stage name: the methods of its student
-    "rkd2": [RETRIKT, KD],  # the mixture loss at full weight, plain KD's loss on the own head
-    "rkd2w25": [{**RETRIKT, "weight": 0.25}, KD],  # the same, the mixture loss at a quarter
+VARIANTS = {  # stage name: the weight of the mixture loss, next to plain KD's loss on the own head
+    "rkd2": 1.0,
+    "rkd2w25": 0.25,
 }
+
+
+def variant_methods(name: str, retrieval: dict) -> list[dict]:
+    """The variant's methods, retrieving as the recipe does (``retrieval``: its k, tau and key)."""
+    return [{"name": "retrikt", **retrieval, "weight": VARIANTS[name]}, KD]
 
 
 def with_variant(recipe: Recipe, name: str, suffix: str) -> Recipe:
     """The recipe with one more student stage, ``name + suffix``, training the variant's methods."""
     raw = recipe.model_dump(mode="json", exclude_defaults=True)
-    raw["stages"].append({**raw["stages"][-1], "name": name + suffix, "methods": VARIANTS[name]})
+    methods = variant_methods(name, retrieval_settings(recipe))
+    raw["stages"].append({**raw["stages"][-1], "name": name + suffix, "methods": methods})
     raw.setdefault("output", {})["export"] = False
     return Recipe.model_validate(raw)
 
@@ -81,7 +87,8 @@ def main() -> None:
     rows = [row for task in args.only for row in run_variants(task, args.out, args.variants, args.student_seeds)]
     (args.out / "variants.json").write_text(json.dumps(rows, indent=2))
     ran = {task: json.loads((args.out / task / "recipe.json").read_text()) for task in args.only}
-    described = "; ".join(f"`{n}`: {describe_methods(VARIANTS[n])}" for n in args.variants)
+    retrieval = retrieval_settings(task_recipe(args.only[0]))
+    described = "; ".join(f"`{n}`: {describe_methods(variant_methods(n, retrieval))}" for n in args.variants)
     write_section(
         args.section,
         f"""## RetriKT variants: other losses for the RetriKT student
