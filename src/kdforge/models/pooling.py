@@ -40,18 +40,35 @@ def attention_pool(tokens: Tensor, attention_mask: Tensor, scorer: torch.nn.Modu
     return (attention_weights(tokens, attention_mask, scorer).unsqueeze(-1) * tokens).sum(dim=1)
 
 
+def pair_texts(attention_mask: Tensor, token_type_ids: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Boolean ``[B, T]`` masks of the real tokens of a pair's first text (segment 0) and second."""
+    segment = torch.zeros_like(attention_mask) if token_type_ids is None else token_type_ids
+    real = attention_mask != 0
+    return real & (segment == 0), real & (segment != 0)
+
+
+def text_weights(tokens: Tensor, first: Tensor, second: Tensor, scorer: torch.nn.Module) -> tuple[Tensor, Tensor]:
+    """Each text's ``attention_weights``; a row with no second text uses the first's for both."""
+    u = attention_weights(tokens, first, scorer)
+    return u, torch.where(second.any(dim=-1, keepdim=True), attention_weights(tokens, second, scorer), u)
+
+
+def _weighted(weights: Tensor, rows: Tensor) -> Tensor:
+    return (weights.unsqueeze(-1) * rows).sum(dim=1)
+
+
+def _infersent(u: Tensor, v: Tensor) -> Tensor:
+    return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+
+
 def compared_pair(
     tokens: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None, scorer: torch.nn.Module
 ) -> Tensor:
     """``[B, T, H]`` to ``[B, 4 H]``: each text of a pair attention-pooled on its own (``u``: segment 0,
     ``v``: segment 1), then ``[u, v, |u - v|, u * v]``, InferSent's features for comparing two texts
     (Conneau et al., EMNLP 2017, Sec. 3.1). A row with no second segment compares its text with itself."""
-    segment = torch.zeros_like(attention_mask) if token_type_ids is None else token_type_ids
-    first = attention_mask * (segment == 0)
-    second = attention_mask * (segment != 0)
-    u = attention_pool(tokens, first, scorer)
-    v = torch.where(second.sum(-1, keepdim=True) > 0, attention_pool(tokens, second, scorer), u)
-    return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+    u_weights, v_weights = text_weights(tokens, *pair_texts(attention_mask, token_type_ids), scorer)
+    return _infersent(_weighted(u_weights, tokens), _weighted(v_weights, tokens))
 
 
 def aligned_pair(
@@ -69,10 +86,8 @@ def aligned_pair(
     can learn about entailment. No parameters beyond the pooling's scorer. A row with no second
     segment aligns its text with itself.
     """
-    segment = torch.zeros_like(attention_mask) if token_type_ids is None else token_type_ids
-    real = attention_mask != 0
-    first = real & (segment == 0)
-    second = real & (segment != 0)
+    first, second = pair_texts(attention_mask, token_type_ids)
+    real = first | second
     paired = second.any(dim=-1)[:, None, None]
     across = (first[:, :, None] & second[:, None, :]) | (second[:, :, None] & first[:, None, :])
     allowed = (paired & across) | (~paired & real[:, :, None] & real[:, None, :])  # ONNX has no boolean Where
@@ -80,9 +95,6 @@ def aligned_pair(
     scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     aligned = torch.bmm(torch.softmax(scores, dim=-1).to(tokens.dtype), tokens)
     compared = torch.cat([(tokens - aligned).abs(), tokens * aligned], dim=-1)
-    u_weights = attention_weights(tokens, first.to(attention_mask.dtype), scorer)
-    v_weights = torch.where(
-        paired[:, :, 0], attention_weights(tokens, second.to(attention_mask.dtype), scorer), u_weights
-    )
-    found = [(weights.unsqueeze(-1) * compared).sum(dim=1) for weights in (u_weights, v_weights)]
-    return torch.cat([compared_pair(tokens, attention_mask, token_type_ids, scorer), *found], dim=-1)
+    u_weights, v_weights = text_weights(tokens, first, second, scorer)
+    u, v = _weighted(u_weights, tokens), _weighted(v_weights, tokens)
+    return torch.cat([_infersent(u, v), _weighted(u_weights, compared), _weighted(v_weights, compared)], dim=-1)
