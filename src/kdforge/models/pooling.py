@@ -37,7 +37,7 @@ def attention_weights(tokens: Tensor, attention_mask: Tensor, scorer: torch.nn.M
 def attention_pool(tokens: Tensor, attention_mask: Tensor, scorer: torch.nn.Module) -> Tensor:
     """``[B, T, H]`` to ``[B, H]``: the token states weighted by ``attention_weights``
     (seq_flow_lite's ``AttentionPooling``, pQRNN's head)."""
-    return (attention_weights(tokens, attention_mask, scorer).unsqueeze(-1) * tokens).sum(dim=1)
+    return _weighted(attention_weights(tokens, attention_mask, scorer), tokens)
 
 
 def pair_texts(attention_mask: Tensor, token_type_ids: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -45,6 +45,11 @@ def pair_texts(attention_mask: Tensor, token_type_ids: Tensor | None) -> tuple[T
     segment = torch.zeros_like(attention_mask) if token_type_ids is None else token_type_ids
     real = attention_mask != 0
     return real & (segment == 0), real & (segment != 0)
+
+
+def across_texts(first: Tensor, second: Tensor) -> Tensor:
+    """Boolean ``[B, T, T]``: token ``i`` and token ``j`` are real and in different texts of the pair."""
+    return (first[:, :, None] & second[:, None, :]) | (second[:, :, None] & first[:, None, :])
 
 
 def text_weights(tokens: Tensor, first: Tensor, second: Tensor, scorer: torch.nn.Module) -> tuple[Tensor, Tensor]:
@@ -89,8 +94,8 @@ def aligned_pair(
     first, second = pair_texts(attention_mask, token_type_ids)
     real = first | second
     paired = second.any(dim=-1)[:, None, None]
-    across = (first[:, :, None] & second[:, None, :]) | (second[:, :, None] & first[:, None, :])
-    allowed = (paired & across) | (~paired & real[:, :, None] & real[:, None, :])  # ONNX has no boolean Where
+    itself = real[:, :, None] & real[:, None, :]
+    allowed = (paired & across_texts(first, second)) | (~paired & itself)  # ONNX has no boolean Where
     scores = torch.bmm(tokens.float(), tokens.float().transpose(1, 2))
     scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     aligned = torch.bmm(torch.softmax(scores, dim=-1).to(tokens.dtype), tokens)

@@ -42,7 +42,7 @@ from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOut
 
 from kdforge.errors import ModelError
 from kdforge.models.joint import JointConfig, JointIntentSlotModel
-from kdforge.models.pooling import aligned_pair, attention_pool, compared_pair
+from kdforge.models.pooling import across_texts, aligned_pair, attention_pool, compared_pair, pair_texts
 from kdforge.models.student import BuildReport
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import ALL_VIEWS
@@ -117,12 +117,9 @@ def exact_match_flags(input_ids: Tensor, attention_mask: Tensor, token_type_ids:
     its pair (``token_type_ids``), else 0; all 0 for a single text. DIIN's exact-match feature (Gong et al.,
     ICLR 2018, Sec. 3.2), on word pieces: a hashed projection cannot tell that two positions hold the same
     word unless it is told, and shared words are most of what a tiny model can read of entailment."""
-    if token_type_ids is None:
-        return torch.zeros(*input_ids.shape, 1, device=input_ids.device)
-    real = attention_mask != 0
-    other = (token_type_ids[:, :, None] != token_type_ids[:, None, :]) & real[:, None, :]
     same = input_ids[:, :, None] == input_ids[:, None, :]
-    return ((same & other).to(torch.float32).amax(dim=-1) * real.to(torch.float32)).unsqueeze(-1)
+    other = across_texts(*pair_texts(attention_mask, token_type_ids))  # all False for a single text
+    return (same & other).to(torch.float32).amax(dim=-1, keepdim=True)
 
 
 def _shifted(x: Tensor, distance: int, reverse: bool, fill: float) -> Tensor:
