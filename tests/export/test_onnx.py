@@ -136,7 +136,14 @@ def test_language_models_do_not_export_to_onnx(embedding_teacher_dir, tmp_path):
         export(model, tmp_path / "mlm", "onnx")
 
 
-@pytest.mark.parametrize("pairs", [{"compare_pairs": True}, {"compare_pairs": "aligned", "exact_match": True}])
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        {"compare_pairs": True},
+        {"compare_pairs": "aligned", "exact_match": True},
+        {"compare_pairs": True, "exact_match": True, "word_overlap": True},
+    ],
+)
 def test_a_pair_comparing_pqrnn_exports_with_its_segments(classifier_teacher_dir, tmp_path, pairs):
     """The graph takes token_type_ids, so the exported student still tells the two texts apart."""
     model, _ = build_student(

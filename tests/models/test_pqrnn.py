@@ -373,6 +373,39 @@ def test_exact_match_flags_by_hand():
     assert not flags[1].any() and not exact_match_flags(ids, mask, None).any()  # one text: nothing to match
 
 
+def test_overlap_shares_by_hand():
+    from kdforge.models.pqrnn import overlap_shares
+
+    ids = torch.tensor([[2, 7, 8, 3, 8, 9, 3, 0], [2, 7, 8, 3, 0, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0, 0, 0]])
+    segments = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0, 0]])
+    # row 0: the first text [CLS] 7 8 [SEP] has 8 and [SEP] in the second (2 of 4); the second 8 9 [SEP] has
+    # 8 and [SEP] in the first (2 of 3; padding is not a token); row 1 has no second text
+    torch.testing.assert_close(overlap_shares(ids, mask, segments), torch.tensor([[2 / 4, 2 / 3], [0.0, 0.0]]))
+
+
+def test_a_word_overlap_student_hands_its_classifier_the_shares(classifier_teacher, tmp_path):
+    spec = StudentSpec(pqrnn=PQRNNSpec(**TINY, compare_pairs=True, word_overlap=True))
+    student, _ = build_student(classifier_teacher, spec)
+    assert student.hf.classifier.in_features == 4 * 32 + 2
+    assert student.num_parameters() == parameter_count(64, 32, 16, 2, 2, 2, compare_pairs=True, word_overlap=True)
+    assert student.num_parameters() - parameter_count(64, 32, 16, 2, 2, 2, compare_pairs=True) == 2 * 2
+    seen = []
+    student.hf.classifier.register_forward_hook(lambda module, args, out: seen.append(args[0][:, -2:]))
+    first, second = ["the cat sees a dog ."], ["a dog ."]
+    student.predict(first, second)
+    tokens = student.tokenizer.convert_ids_to_tokens(student.tokenize(first, second)["input_ids"][0].tolist())
+    # [CLS] the cat sees a dog . [SEP] | a dog . [SEP]: "a", "dog", "." and [SEP] are in both texts
+    assert len(tokens) == 12
+    torch.testing.assert_close(seen[0][0], torch.tensor([4 / 8, 4 / 4]))
+    from kdforge.export import save_hf
+
+    save_hf(student, tmp_path / "overlap")
+    loaded = load_model(str(tmp_path / "overlap"))
+    assert loaded.hf.config.word_overlap
+    torch.testing.assert_close(loaded.predict(first, second), student.predict(first, second))
+
+
 def test_an_aligned_student_builds_saves_and_loads(classifier_teacher, tmp_path):
     spec = StudentSpec.model_validate({"pqrnn": {**TINY, "compare_pairs": "aligned"}})
     student, _ = build_student(classifier_teacher, spec)

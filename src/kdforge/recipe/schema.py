@@ -112,7 +112,8 @@ class PQRNNSpec(Strict):
     MiniLM) for up to 130 labels; the count does not depend on the vocabulary. ``compare_pairs``
     gives a classifier of text pairs InferSent's head on the two texts pooled apart; ``aligned``
     adds ESIM's comparison of each token with its soft alignment in the other text; ``exact_match``
-    flags each token that the other text also holds (DIIN).
+    flags each token that the other text also holds (DIIN); ``word_overlap`` hands the classifier each
+    text's share of such tokens.
     """
 
     features: PositiveInt = Field(512, description="ternary projection features per token (F)")
@@ -133,6 +134,10 @@ class PQRNNSpec(Strict):
     exact_match: bool = Field(
         False,
         description="classifiers of text pairs: give each token a flag, 1 if the other text has the same token",
+    )
+    word_overlap: bool = Field(
+        False,
+        description="classifiers of text pairs: the classifier also reads each text's share of tokens the other holds",
     )
 
 
