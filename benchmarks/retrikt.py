@@ -250,7 +250,7 @@ def unlabeled_text(recipes: dict[str, dict]) -> str:
 def pair_reading(recipes: dict[str, dict]) -> str:
     """How the runs' pQRNN students read a pair: both texts as one sequence, each pooled apart, or
     pooled apart with each text's tokens aligned with the other's (and whether tokens are flagged when
-    the other text holds them), and on which tasks."""
+    the other text holds them, and their shares counted), and on which tasks."""
     readings = {
         False: "a pair read as one sequence (`compare_pairs: false`)",
         True: "each text of a pair pooled apart (`compare_pairs: true`)",
@@ -263,6 +263,8 @@ def pair_reading(recipes: dict[str, dict]) -> str:
         reading = readings[pqrnn.get("compare_pairs", False)]
         if pqrnn.get("exact_match"):
             reading += ", each token flagged when the other text holds it too (`exact_match: true`)"
+        if pqrnn.get("word_overlap"):
+            reading += ", the classifier reading each text's share of such tokens (`word_overlap: true`)"
         tasks_of.setdefault(reading, []).append(name)
     if len(tasks_of) == 1:
         return ", " + next(iter(tasks_of))
