@@ -117,8 +117,12 @@ def exact_match_flags(input_ids: Tensor, attention_mask: Tensor, token_type_ids:
     its pair (``token_type_ids``), else 0; all 0 for a single text. DIIN's exact-match feature (Gong et al.,
     ICLR 2018, Sec. 3.2), on word pieces: a hashed projection cannot tell that two positions hold the same
     word unless it is told, and shared words are most of what a tiny model can read of entailment."""
+    return _flags(input_ids, *pair_texts(attention_mask, token_type_ids))
+
+
+def _flags(input_ids: Tensor, first: Tensor, second: Tensor) -> Tensor:
     same = input_ids[:, :, None] == input_ids[:, None, :]
-    other = across_texts(*pair_texts(attention_mask, token_type_ids))  # all False for a single text
+    other = across_texts(first, second)  # all False for a single text
     return (same & other).to(torch.float32).amax(dim=-1, keepdim=True)
 
 
@@ -129,11 +133,15 @@ def overlap_shares(input_ids: Tensor, attention_mask: Tensor, token_type_ids: Te
     handed to the classifier as two numbers: a pQRNN given only the per-token flags memorises the
     training pairs' words before it learns to count, while this one number alone already separates RTE's
     entailments better than the pQRNN does."""
-    flags = exact_match_flags(input_ids, attention_mask, token_type_ids).squeeze(-1)
+    first, second = pair_texts(attention_mask, token_type_ids)
+    return _shares(_flags(input_ids, first, second), first, second)
+
+
+def _shares(flags: Tensor, first: Tensor, second: Tensor) -> Tensor:
     shares = []
-    for text in pair_texts(attention_mask, token_type_ids):
+    for text in (first, second):
         tokens = text.to(flags.dtype)
-        shares.append((flags * tokens).sum(-1) / tokens.sum(-1).clamp_min(1.0))
+        shares.append((flags.squeeze(-1) * tokens).sum(-1) / tokens.sum(-1).clamp_min(1.0))
     return torch.stack(shares, dim=-1)
 
 
@@ -341,6 +349,7 @@ class PQRNNModel(PQRNNPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,  # there are none
         return_dict: bool | None = None,
+        match_flags: Tensor | None = None,  # ``exact_match_flags`` when the caller has them already
         **kwargs,
     ) -> BaseModelOutput | tuple:
         if attention_mask is None:
@@ -349,7 +358,9 @@ class PQRNNModel(PQRNNPreTrainedModel):
         mask = attention_mask.unsqueeze(-1).to(dtype)
         x = self.projection(input_ids).to(dtype)
         if self.config.exact_match:
-            x = torch.cat([x, exact_match_flags(input_ids, attention_mask, token_type_ids).to(dtype)], dim=-1)
+            if match_flags is None:
+                match_flags = exact_match_flags(input_ids, attention_mask, token_type_ids)
+            x = torch.cat([x, match_flags.to(dtype)], dim=-1)
         x = self.dropout(torch.relu(self.norm(self.bottleneck(x)))) * mask
         steps = scan_steps(input_ids.shape[1], self.config.max_position_embeddings)
         hidden = [x]
@@ -396,8 +407,17 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
     ) -> SequenceClassifierOutput | tuple:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        flags = None
+        if self.config.word_overlap:  # the encoder's exact_match reads the same flags: compared once
+            first, second = pair_texts(attention_mask, token_type_ids)
+            flags = _flags(input_ids, first, second)
         encoded = self.pqrnn(
-            input_ids, attention_mask, token_type_ids, output_hidden_states=output_hidden_states, return_dict=True
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            match_flags=flags,
         )
         if self.config.compare_pairs == "aligned":
             pooled = aligned_pair(encoded.last_hidden_state, attention_mask, token_type_ids, self.attention)
@@ -407,8 +427,7 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
             pooled = attention_pool(encoded.last_hidden_state, attention_mask, self.attention)
         pooled = self.dropout(pooled)
         if self.config.word_overlap:
-            shares = overlap_shares(input_ids, attention_mask, token_type_ids).to(pooled.dtype)
-            pooled = torch.cat([pooled, shares], dim=-1)
+            pooled = torch.cat([pooled, _shares(flags, first, second).to(pooled.dtype)], dim=-1)
         logits = self.classifier(pooled)
         loss = None
         if labels is not None:
