@@ -21,7 +21,8 @@ retrieval adds per query (batch 1, the exported student with and without its sto
 
 The recipes' pQRNN students pool the two texts of a pair apart (``compare_pairs: true``; COPA's read a
 pair as one sequence, its second text holding both alternatives) and their RetriKT student retrieves by
-the features its classifier layer reads (``key: features``). Earlier settings, each measured into its
+the features its classifier layer reads (``key: features``; RTE's by the pair's word overlap, ``key: overlap``,
+with lambda fitted on held-out examples, ``held_out: 0.1``). Earlier settings, each measured into its
 own ``--section`` of BENCHMARKS.md: ``--joined-pairs`` reads a pair as one sequence (``compare_pairs:
 false``, for all three students), ``--pooled-pairs`` pools them apart on every task (COPA's before);
 ``--key embedding`` retrieves by the mean of the student's last
@@ -284,6 +285,33 @@ def retrikt_losses(recipes: dict[str, dict]) -> str:
     return "; ".join(f"{losses} ({', '.join(names)})" for losses, names in tasks_of.items())
 
 
+KEY_READINGS = {
+    "features": "the features its classifier layer reads (`key: features`)",
+    "embedding": "its sentence embedding, the mean of its last hidden states (`key: embedding`)",
+    "overlap": "the share of each text's words the other text holds, nothing learned (`key: overlap`)",
+}
+
+
+def retrieval_reading(recipes: dict[str, dict]) -> str:
+    """What the runs' RetriKT students retrieve by, and where lambda is fitted on held-out examples
+    instead of learned, with the tasks of each when they differ."""
+    tasks_of: dict[str, list[str]] = {}
+    for name, recipe in recipes.items():
+        spec = next(m for m in recipe["stages"][-1]["methods"] if m["name"] == "retrikt")
+        reading = KEY_READINGS[spec.get("key", METHODS.get("retrikt").Args.model_fields["key"].default)]
+        if spec.get("held_out"):
+            reading += (
+                f", lambda fitted after training on {spec['held_out']:.0%} of the training examples kept out of it "
+                "(`held_out`)"
+            )
+        tasks_of.setdefault(reading, []).append(name)
+    if len(tasks_of) == 1:
+        return next(iter(tasks_of))
+    most = max(tasks_of, key=lambda reading: len(tasks_of[reading]))
+    others = [f"on {', '.join(names)}, {reading}" for reading, names in tasks_of.items() if reading != most]
+    return f"{most}; " + "; ".join(others)
+
+
 def describe_methods(methods: list[dict]) -> str:
     """A stage's methods as a recipe gives them, e.g. "`retrikt` x0.25 + `stored_kd` (T = 2) x1"."""
     parts = []
@@ -485,10 +513,7 @@ def main() -> None:
     variant = f"{options} --out {args.out} --section {args.section}" if options or elsewhere else ""
     ran = {name: json.loads((args.out / name / "recipe.json").read_text()) for name in rows}
     pooled = pair_reading(ran)
-    keyed = {  # no --key: the recipes' features
-        "features": "the features its classifier layer reads (`key: features`)",
-        "embedding": "its sentence embedding, the mean of its last hidden states (`key: embedding`)",
-    }[args.key or "features"]
+    keyed = retrieval_reading(ran)
     title = "RetriKT: students of ~1% of the teacher on low-resource tasks" + (f" ({args.section})" if variant else "")
     write_section(
         args.section,

@@ -236,3 +236,48 @@ def test_retrikt_weighted_next_to_stored_kd_in_one_stage(classifier_teacher_dir,
     assert learnt != pytest.approx(initial, abs=1e-4)  # lambda learnt
     texts = [t for t, _ in labelled(20, seed=9)]
     assert mixture_gap(teacher, trained, texts) < 0.5 * mixture_gap(teacher, untrained, texts)
+
+
+def test_a_pair_student_retrieves_by_word_overlap_and_fits_lambda_on_held_out_examples(
+    classifier_teacher_dir, data_dir, tmp_path
+):
+    from kdforge.models.overlap import overlap_shares
+    from kdforge.models.retrieval import overlap_key
+
+    methods = [{"name": "retrikt", "k": 4, "tau": 0.1, "key": "overlap", "held_out": 0.25}]
+    recipe = retrikt_recipe(classifier_teacher_dir, data_dir, steps=10, methods=methods)
+    recipe["task"]["labels"] = ["entailment", "not_entailment"]
+    recipe["data"] = {"train": [str(data_dir / "nli.jsonl")], "eval": str(data_dir / "nli.jsonl")}
+    kdforge.run(validate_recipe(recipe), tmp_path, show=False)
+    student = load_model(str(tmp_path / "student"))
+    head = student.retrieval
+    # 40 pairs, each with 2 copies: a quarter of the pairs (10), every sample of each, never trained on
+    assert head.key == "overlap" and head.tuned["held_out_rows"] == 30
+    assert head.mix.item() == pytest.approx(min(max(head.tuned["mix"], 1e-4), 1 - 1e-4), abs=1e-5)
+    store = head.store
+    texts, pairs = store.texts[:6], store.pairs[:6]
+    inputs = student.tokenize(texts, pairs)
+    shares = overlap_shares(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"])
+    assert torch.allclose(student.rows("overlap", texts, pairs), shares)
+    # the keys are the coded shares of the store's pairs, and the prediction mixes in their neighbours
+    assert torch.allclose(head.keys[:6], overlap_key(shares), atol=1e-6)
+    ids = head.neighbours(overlap_key(shares))
+    weights = torch.softmax(torch.einsum("bd,bkd->bk", overlap_key(shares), head.keys[ids]) / 0.1, -1)
+    retrieved = torch.einsum("bk,bkc->bc", weights, head.probs[ids])
+    expected = head.mix * torch.softmax(student.rows("logits", texts, pairs), -1) + (1 - head.mix) * retrieved
+    assert torch.allclose(student.predict(texts, pairs).exp(), expected.detach(), atol=1e-5)
+
+
+def test_an_overlap_key_needs_segment_ids(classifier_teacher_dir):
+    student = load_model(str(classifier_teacher_dir))
+    assert "overlap" in student.views
+    student.tokenizer.model_input_names = ["input_ids", "attention_mask"]  # as RoBERTa's: no token_type_ids
+    with pytest.raises(IncompatibleError, match="cannot give the overlap view"):
+        student.rows("overlap", ["a b"], ["b c"])
+
+
+def test_held_out_examples_stay_out_of_every_method_of_the_stage(classifier_teacher_dir, data_dir, tmp_path):
+    methods = [{"name": "retrikt", "held_out": 0.2}, {"name": "stored_kd"}]
+    recipe = retrikt_recipe(classifier_teacher_dir, data_dir, steps=2, methods=methods)
+    with pytest.raises(IncompatibleError, match="held_out keeps examples out of its own loss only"):
+        kdforge.run(validate_recipe(recipe), tmp_path, show=False)

@@ -21,6 +21,18 @@ def test_value_is_the_kl_of_teacher_to_mixture():
     assert math.isclose(retrikt_loss(torch.log(mixture), teacher).item(), expected, rel_tol=1e-6)
 
 
+def test_held_out_rows_count_for_nothing():
+    teacher = torch.tensor([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    log_mixture = torch.log(torch.tensor([[0.25, 0.75], [0.5, 0.5], [0.2, 0.8]])).requires_grad_()
+    kept = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)  # row 0; row 2 is exact
+    loss = retrikt_loss(log_mixture, teacher, torch.tensor([True, False, True]))
+    assert math.isclose(loss.item(), kept / 2, rel_tol=1e-6)
+    loss.backward()
+    assert log_mixture.grad[1].abs().sum() == 0 and log_mixture.grad[0].abs().sum() > 0
+    nothing = retrikt_loss(log_mixture, teacher, torch.zeros(3, dtype=torch.bool))
+    assert nothing.item() == 0.0 and nothing.requires_grad  # a batch of held-out rows only: still on the graph
+
+
 def test_student_kd_adds_kd_on_the_students_own_prediction(tmp_path):
     from torch import nn
 

@@ -362,7 +362,7 @@ def test_an_aligned_pqrnn_learns_word_overlap_that_pooling_apart_misses():
 
 
 def test_exact_match_flags_by_hand():
-    from kdforge.models.pqrnn import exact_match_flags
+    from kdforge.models.overlap import exact_match_flags
 
     ids = torch.tensor([[2, 7, 8, 3, 8, 9, 3, 0], [2, 7, 8, 3, 0, 0, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0, 0, 0]])
@@ -374,7 +374,7 @@ def test_exact_match_flags_by_hand():
 
 
 def test_overlap_shares_by_hand():
-    from kdforge.models.pqrnn import overlap_shares
+    from kdforge.models.overlap import overlap_shares
 
     ids = torch.tensor([[2, 7, 8, 3, 8, 9, 3, 0], [2, 7, 8, 3, 0, 0, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0, 0, 0]])

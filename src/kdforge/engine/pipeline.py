@@ -257,6 +257,11 @@ class Pipeline:
             except IncompatibleError as err:
                 raise IncompatibleError(f"{where}: {err}") from None
             methods.append(method)
+        if len(methods) > 1 and any(getattr(m.args, "held_out", 0) for m in methods):
+            raise IncompatibleError(
+                f"{self._where(index)}methods: retrikt's held_out keeps examples out of its own loss only; "
+                "the stage's other methods would train on them and bias the mixing weight fitted there"
+            )
         return methods
 
     def _where(self, index: int) -> str:
@@ -371,6 +376,14 @@ class Pipeline:
         state = process_state()
         if student.retrieval is not None:  # a RetriKT student: keys of its final weights
             student.retrieval.refresh(student)
+            if student.retrieval.held_out is not None:
+                fit = student.retrieval.tune_mix(student)
+                log(
+                    f"mixing weight fitted on {fit['held_out_rows']:,} held-out store rows: lambda {fit['mix']:.2f} "
+                    f"(learned {fit['learned_mix']:.2f}); agreement with the teacher there: own "
+                    f"{fit['teacher_agreement']['own']:.1%}, retrieved {fit['teacher_agreement']['retrieved']:.1%}, "
+                    f"mixed {fit['teacher_agreement']['mixed']:.1%}"
+                )
         if state.is_main_process:  # under accelerate launch, one process writes
             save_hf(student, model_dir)
             training = asdict(result) | {"losses": None}

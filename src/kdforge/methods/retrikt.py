@@ -17,11 +17,16 @@ if TYPE_CHECKING:  # both import the store package, which imports this one
     from kdforge.store.samples import SampleStore
 
 
-def retrikt_loss(log_mixture: Tensor, teacher_probs: Tensor) -> Tensor:
-    """``KL(p_T || p)`` averaged over the batch, ``p`` the student's mixture with what it retrieved."""
+def retrikt_loss(log_mixture: Tensor, teacher_probs: Tensor, keep: Tensor | None = None) -> Tensor:
+    """``KL(p_T || p)`` averaged over the batch (over its ``keep`` rows), ``p`` the student's mixture
+    with what it retrieved."""
     teacher = teacher_probs.float()
     log_teacher = torch.log(teacher.clamp_min(1e-12))
-    return (teacher * (log_teacher - log_mixture)).sum(-1).mean()
+    rows = (teacher * (log_teacher - log_mixture)).sum(-1)
+    if keep is None:
+        return rows.mean()
+    keep = keep.to(rows.dtype)
+    return (rows * keep).sum() / keep.sum().clamp_min(1.0)  # no kept row: 0, still on the graph
 
 
 def check_store_labels(store: SampleStore, num_labels: int | None) -> None:
@@ -47,7 +52,11 @@ class RetriKT(Method):
     ``p(x) = lambda softmax(z_S(x)) + (1 - lambda) p_R(x)`` (lambda learned) and minimise
     ``KL(p_T(x) || p(x))``; ``student_kd: w`` adds ``w KL(p_T(x) || softmax(z_S(x)))``, plain KD at
     T = 1 from the stored distributions, on the student's own prediction. The student's keys of the
-    store are recomputed every ``refresh_every`` steps (default: each epoch). The stage trains on the
+    store are recomputed every ``refresh_every`` steps (default: each epoch). ``key: overlap`` retrieves
+    pairs whose texts share as many words (models/overlap.py), a key nothing in the student can
+    memorise. ``held_out: f`` keeps a share f of the store's training examples out of the loss and,
+    after training, sets lambda to what fits the teacher best on them (``RetrievalHead.tune_mix``;
+    the issue's "learned or tuned mixing weight"). The stage trains on the
     store itself (``data.train: stage:NAME`` of a ``kind: knowledge`` stage), whose rows carry p_T,
     so no teacher runs. The trained student ships with the store, its keys and a FAISS index, and
     searches them at inference (models/retrieval.py).
@@ -69,8 +78,16 @@ class RetriKT(Method):
         )
         key: Literal[RETRIEVAL_KEYS] = Field(
             "embedding",
-            description="what queries and keys are made of: the student's sentence embedding (the paper's), or "
-            "the features its classifier layer reads (neighbours the classifier sees alike)",
+            description="what queries and keys are made of: the student's sentence embedding (the paper's), "
+            "the features its classifier layer reads (neighbours the classifier sees alike), or a pair's word "
+            "overlap (pairs whose texts share as much; segment ids needed)",
+        )
+        held_out: float = Field(
+            0.0,
+            ge=0,
+            lt=1,
+            description="share of the store's training examples kept out of training to fit lambda on "
+            "afterwards (0: lambda is learned with the student, the paper's)",
         )
         student_kd: float = Field(
             0.0, ge=0, description="weight of KL(p_T || softmax(z_S)) on the student's own prediction (0: paper's loss)"
@@ -103,6 +120,11 @@ class RetriKT(Method):
                 "retrikt trains on a sample store: set data.train to stage:NAME of a knowledge stage"
             )
         student.retrieval = RetrievalHead(self.store, self.args.k, self.args.tau, self.args.mix, self.args.key)
+        if self.args.held_out > 0:
+            try:
+                student.retrieval.hold_out(self.args.held_out)
+            except ValueError as err:
+                raise IncompatibleError(f"retrikt held_out: {err}") from None
         object.__setattr__(self, "_student", student)  # not a submodule: the student is saved once
 
     def _refresh_if_due(self, batch: Batch) -> None:
@@ -121,8 +143,9 @@ class RetriKT(Method):
         exclude = head.sources[rows]
         log_mixture = head.log_probs(student.logits, student.require(self.args.key, "retrikt"), exclude)
         teacher_probs = head.probs[rows].to(log_mixture.device)
-        loss = retrikt_loss(log_mixture, teacher_probs)
+        keep = None if head.held_out is None else ~head.held_out[rows].to(log_mixture.device)
+        loss = retrikt_loss(log_mixture, teacher_probs, keep)
         if self.args.student_kd > 0:  # the student's own half learns the teacher too, so lambda mixes two good views
             own = torch.log_softmax(student.logits.float(), dim=-1)
-            loss = loss + self.args.student_kd * retrikt_loss(own, teacher_probs)
+            loss = loss + self.args.student_kd * retrikt_loss(own, teacher_probs, keep)
         return loss

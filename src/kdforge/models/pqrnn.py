@@ -42,7 +42,8 @@ from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOut
 
 from kdforge.errors import ModelError
 from kdforge.models.joint import JointConfig, JointIntentSlotModel
-from kdforge.models.pooling import across_texts, aligned_pair, attention_pool, compared_pair, pair_texts
+from kdforge.models.overlap import exact_match_flags, flagged_shares, match_flags_of
+from kdforge.models.pooling import aligned_pair, attention_pool, compared_pair, pair_texts
 from kdforge.models.student import BuildReport
 from kdforge.models.text_model import TextModel
 from kdforge.models.views import ALL_VIEWS
@@ -110,39 +111,6 @@ class TernaryProjection(nn.Module):
 
 
 # ----- QRNN -----------------------------------------------------------------------------------
-
-
-def exact_match_flags(input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None) -> Tensor:
-    """``[B, T, 1]``: 1 where a real token's id also occurs among the real tokens of the other text of
-    its pair (``token_type_ids``), else 0; all 0 for a single text. DIIN's exact-match feature (Gong et al.,
-    ICLR 2018, Sec. 3.2), on word pieces: a hashed projection cannot tell that two positions hold the same
-    word unless it is told, and shared words are most of what a tiny model can read of entailment."""
-    return _flags(input_ids, *pair_texts(attention_mask, token_type_ids))
-
-
-def _flags(input_ids: Tensor, first: Tensor, second: Tensor) -> Tensor:
-    same = input_ids[:, :, None] == input_ids[:, None, :]
-    other = across_texts(first, second)  # all False for a single text
-    return (same & other).to(torch.float32).amax(dim=-1, keepdim=True)
-
-
-def overlap_shares(input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None) -> Tensor:
-    """``[B, 2]``: the share of each text's real tokens that ``exact_match_flags`` flags, the first text's
-    then the second's (0 and 0 for a single text). The word-overlap features of the lexicalized NLI
-    baseline (Bowman et al., EMNLP 2015, Sec. 3.2: the share of hypothesis words found in the premise),
-    handed to the classifier as two numbers: a pQRNN given only the per-token flags memorises the
-    training pairs' words before it learns to count, while this one number alone already separates RTE's
-    entailments better than the pQRNN does."""
-    first, second = pair_texts(attention_mask, token_type_ids)
-    return _shares(_flags(input_ids, first, second), first, second)
-
-
-def _shares(flags: Tensor, first: Tensor, second: Tensor) -> Tensor:
-    shares = []
-    for text in (first, second):
-        tokens = text.to(flags.dtype)
-        shares.append((flags.squeeze(-1) * tokens).sum(-1) / tokens.sum(-1).clamp_min(1.0))
-    return torch.stack(shares, dim=-1)
 
 
 def _shifted(x: Tensor, distance: int, reverse: bool, fill: float) -> Tensor:
@@ -410,7 +378,7 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
         flags = None
         if self.config.word_overlap:  # the encoder's exact_match reads the same flags: compared once
             first, second = pair_texts(attention_mask, token_type_ids)
-            flags = _flags(input_ids, first, second)
+            flags = match_flags_of(input_ids, first, second)
         encoded = self.pqrnn(
             input_ids,
             attention_mask,
@@ -427,7 +395,7 @@ class PQRNNForSequenceClassification(PQRNNPreTrainedModel):
             pooled = attention_pool(encoded.last_hidden_state, attention_mask, self.attention)
         pooled = self.dropout(pooled)
         if self.config.word_overlap:
-            pooled = torch.cat([pooled, _shares(flags, first, second).to(pooled.dtype)], dim=-1)
+            pooled = torch.cat([pooled, flagged_shares(flags, first, second).to(pooled.dtype)], dim=-1)
         logits = self.classifier(pooled)
         loss = None
         if labels is not None:

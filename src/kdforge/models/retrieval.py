@@ -9,12 +9,15 @@ sentence embedding ``e(x)`` and logits ``z(x)``:
     p_R   = sum_i w_i * p_T(sample_i)               the retrieved teacher distributions
     p(x)  = lambda * softmax(z(x)) + (1 - lambda) * p_R
 
-``e`` is the student's sentence embedding (``key: embedding``, the paper's) or the features its
+``e`` is the student's sentence embedding (``key: embedding``, the paper's), the features its
 output layer reads (``key: features``: neighbours are then samples the student's classifier sees
-alike); ``key_i`` is ``e`` of sample ``i`` (recomputed as the student trains, kept fixed between
-refreshes); ``lambda = sigmoid(m)`` is learned with the student. Gradients
-reach the student through ``z`` and through ``e(x)`` in ``s_i``, which is how it learns to
-retrieve. The k neighbours themselves come from a FAISS inner-product index on the keys.
+alike), or a pair's word overlap (``key: overlap``: neighbours are pairs whose texts share as much,
+coded by ``overlap_key``; nothing learned); ``key_i`` is ``e`` of sample ``i`` (recomputed as the
+student trains, kept fixed between refreshes); ``lambda = sigmoid(m)`` is learned with the student,
+or re-fitted after training on store examples kept out of it (``hold_out``, ``tune_mix``): a student
+that memorises its training rows learns to trust itself there more than it should elsewhere.
+Gradients reach the student through ``z`` and through ``e(x)`` in ``s_i``, which is how it learns
+to retrieve. The k neighbours themselves come from a FAISS inner-product index on the keys.
 """
 
 from __future__ import annotations
@@ -40,6 +43,18 @@ if TYPE_CHECKING:
 
 SETTINGS = "retrieval.json"
 FOLDER = "retrieval"  # inside a saved student's folder
+OVERLAP_BINS, OVERLAP_WIDTH = 11, 0.1  # ``overlap_key``: Gaussian bumps every 0.1 along [0, 1]
+MIX_GRID = 101  # ``tune_mix`` tries lambda = 0, 0.01, ..., 1
+
+
+def overlap_key(shares: Tensor) -> Tensor:
+    """``[B, 2]`` overlap shares to unit rows ``[B, 2 * OVERLAP_BINS]`` whose inner product falls off
+    with the distance between the shares, ``exp(-d^2 / (4 w^2))`` per share, averaged over the two:
+    each share coded by Gaussian bumps along [0, 1]. Cosine search on the two raw numbers would compare
+    only their ratio."""
+    centres = torch.linspace(0.0, 1.0, OVERLAP_BINS, device=shares.device)
+    code = torch.exp(-((shares.float().unsqueeze(-1) - centres) ** 2) / (2 * OVERLAP_WIDTH**2))
+    return F.normalize(code, dim=-1).flatten(-2) / math.sqrt(shares.shape[-1])
 
 
 class RetrievalHead(nn.Module):
@@ -64,6 +79,8 @@ class RetrievalHead(nn.Module):
         self.max_siblings = int(torch.unique(store.sources, return_counts=True)[1].max())
         self.keys: Tensor | None = None
         self.index: faiss.Index | None = None
+        self.held_out: Tensor | None = None  # [N] bool: store rows kept out of training (``hold_out``)
+        self.tuned: dict | None = None  # what ``tune_mix`` found, saved with the settings
 
     @property
     def mix(self) -> Tensor:
@@ -74,8 +91,14 @@ class RetrievalHead(nn.Module):
     @torch.no_grad()
     def refresh(self, model: TextModel, batch_size: int = 128) -> None:
         """Key every sample with the student as it is now, and index the keys."""
+        if self.key == "overlap" and self.index is not None:
+            return  # a pair's overlap does not change as the student trains
         keys = model.rows(self.key, self.store.texts, self.store.pairs, batch_size=batch_size)
-        self.set_keys(keys)
+        self.set_keys(self.coded(keys))
+
+    def coded(self, rows: Tensor) -> Tensor:
+        """What the index searches for a view's rows: the rows themselves, or ``overlap_key`` of shares."""
+        return overlap_key(rows) if self.key == "overlap" else rows
 
     def set_keys(self, keys: Tensor) -> None:
         if keys.shape[0] != len(self.store):
@@ -107,9 +130,10 @@ class RetrievalHead(nn.Module):
 
     def retrieved(self, embedding: Tensor, exclude: Tensor | None = None) -> Tensor:
         """p_R ``[B, C]``: the similarity-weighted teacher distributions of the neighbours."""
-        ids = self.neighbours(embedding, exclude).to(embedding.device)
+        query = self.coded(embedding)
+        ids = self.neighbours(query, exclude).to(embedding.device)
         keys = self.keys.to(embedding.device)[ids]  # [B, k, D], fixed
-        sims = torch.einsum("bd,bkd->bk", F.normalize(embedding.float(), dim=-1), keys)
+        sims = torch.einsum("bd,bkd->bk", F.normalize(query.float(), dim=-1), keys)
         weights = torch.softmax(sims / self.temperature, dim=-1)
         return torch.einsum("bk,bkc->bc", weights, self.probs.to(embedding.device)[ids])
 
@@ -117,6 +141,53 @@ class RetrievalHead(nn.Module):
         """log p(x): the student's distribution mixed with the retrieved one (module docstring)."""
         mixed = self.mix * torch.softmax(logits.float(), dim=-1) + (1 - self.mix) * self.retrieved(embedding, exclude)
         return torch.log(mixed.clamp_min(1e-12))
+
+    # ----- a mixing weight fitted on examples the student never trained on ------------------
+    def hold_out(self, share: float, seed: int = 0) -> None:
+        """Keep ``share`` of the store's training examples, every sample derived from each, out of
+        training (the method leaves their rows out of its loss), for ``tune_mix``."""
+        sources = torch.unique(self.sources)
+        count = round(share * len(sources))
+        if not 0 < count < len(sources):
+            raise ValueError(
+                f"holding out {share} of {len(sources)} training examples leaves {count} to tune on and "
+                f"{len(sources) - count} to train on; both need at least one"
+            )
+        order = torch.randperm(len(sources), generator=torch.Generator().manual_seed(seed))
+        self.held_out = torch.isin(self.sources.cpu(), sources.cpu()[order[:count]])
+
+    @torch.no_grad()
+    def tune_mix(self, model: TextModel, batch_size: int = 128) -> dict:
+        """Set lambda to the value on a grid whose mixture is closest to the teacher, ``KL(p_T || p)``, on
+        the held-out rows (each retrieving without its own siblings, as in training); returns the fit."""
+        if self.held_out is None:
+            raise ModelError("tune_mix needs held-out store rows: call hold_out() before training")
+        rows = self.held_out.nonzero().squeeze(1)
+        texts = [self.store.texts[i] for i in rows.tolist()]
+        pairs = None if self.store.pairs is None else [self.store.pairs[i] for i in rows.tolist()]
+        own = torch.softmax(model.rows("logits", texts, pairs, batch_size).float(), dim=-1)
+        retrieved = self.retrieved(model.rows(self.key, texts, pairs, batch_size), self.sources[rows]).cpu()
+        teacher = self.probs[rows].cpu()
+        grid = torch.linspace(0.0, 1.0, MIX_GRID)
+        mixed = grid[:, None, None] * own + (1 - grid[:, None, None]) * retrieved  # [G, N, C]
+        kl = (teacher * (torch.log(teacher.clamp_min(1e-12)) - torch.log(mixed.clamp_min(1e-12)))).sum(-1).mean(-1)
+        best = int(kl.argmin())
+        learned = float(self.mix)
+        mix = min(max(float(grid[best]), 1e-4), 1 - 1e-4)  # the logit stays finite
+        self.mix_logit.data.fill_(math.log(mix / (1 - mix)))
+        agrees = teacher.argmax(-1)
+        self.tuned = {
+            "held_out_rows": len(rows),
+            "learned_mix": round(learned, 4),
+            "mix": round(mix, 4),
+            "kl": round(float(kl[best]), 5),
+            "teacher_agreement": {
+                "own": round(float((own.argmax(-1) == agrees).float().mean()), 4),
+                "retrieved": round(float((retrieved.argmax(-1) == agrees).float().mean()), 4),
+                "mixed": round(float((mixed[best].argmax(-1) == agrees).float().mean()), 4),
+            },
+        }
+        return self.tuned
 
     # ----- folders --------------------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -134,6 +205,8 @@ class RetrievalHead(nn.Module):
         else:
             save_file({"keys": self.keys}, str(keys_file))
         settings = {"k": self.k, "temperature": self.temperature, "mix": float(self.mix.detach()), "key": self.key}
+        if self.tuned is not None:
+            settings["tuned"] = self.tuned
         (folder / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
         return folder
 
@@ -147,6 +220,7 @@ class RetrievalHead(nn.Module):
         store = open_samples(folder / "store")
         mix = min(max(settings["mix"], 1e-6), 1 - 1e-6)
         head = cls(store, settings["k"], settings["temperature"], mix, settings.get("key", "embedding"))
+        head.tuned = settings.get("tuned")
         keys_file, index_file = folder / "store" / "keys.safetensors", folder / "store" / "index.faiss"
         index = faiss.read_index(str(index_file)) if index_file.is_file() else None
         if keys_file.is_file():

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from kdforge.errors import IncompatibleError
 from kdforge.models import internals
 from kdforge.models.modes import evaluating
+from kdforge.models.overlap import overlap_shares
 from kdforge.models.pooling import pool
 from kdforge.models.views import ALL_VIEWS, Views
 
@@ -129,6 +130,8 @@ class TextModel(nn.Module):
         views = getattr(self.hf, "kdforge_views", ALL_VIEWS)
         if self.kind != "joint":
             views = views - {"token_logits"}
+        if "token_type_ids" not in getattr(self.tokenizer, "model_input_names", ()):
+            views = views - {"overlap"}  # no segment ids: the two texts of a pair cannot be told apart
         return views if self._output_layer() is not None else views - {"features"}
 
     def _output_layer(self) -> nn.Module | None:
@@ -180,6 +183,8 @@ class TextModel(nn.Module):
                 views.features = features[0]
         else:
             views.embedding = self._sentence(out.last_hidden_state, mask)
+        if "overlap" in needs:
+            views.overlap = overlap_shares(inputs["input_ids"], mask, inputs.get("token_type_ids"))
         return views
 
     @contextlib.contextmanager
@@ -228,7 +233,8 @@ class TextModel(nn.Module):
         return self._batched(texts, pairs, batch_size, "embedding")
 
     def rows(self, view: str, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64) -> Tensor:
-        """One sequence view (``embedding``, ``features``, ``logits``) per input row ``[N, D]``, in input order."""
+        """One sequence view (``embedding``, ``features``, ``logits``, ``overlap``) per input row ``[N, D]``,
+        in input order."""
         self.prepare_for(frozenset({view}))
         return self._batched(texts, pairs, batch_size, view)
 

@@ -13,11 +13,11 @@ import torch
 from torch import Tensor
 
 #: View names a method may declare in ``Method.needs``.
-SEQUENCE_VIEWS = frozenset({"logits", "embedding", "features"})
+SEQUENCE_VIEWS = frozenset({"logits", "embedding", "features", "overlap"})
 TOKEN_VIEWS = frozenset({"hidden_states", "attentions", "qkv", "token_logits"})
 ALL_VIEWS = SEQUENCE_VIEWS | TOKEN_VIEWS
 #: The views a retrieving student (RetriKT) can make its queries and its store's keys of.
-RETRIEVAL_KEYS = ("embedding", "features")
+RETRIEVAL_KEYS = ("embedding", "features", "overlap")
 
 
 @dataclass
@@ -36,6 +36,8 @@ class Views:
     embedding: Tensor | None = None  # [B, D] sentence embedding, as the model outputs it
     # A classifier's features: what its output layer reads (a retrieving student's keys can be these).
     features: Tensor | None = None  # [B, F]
+    # A pair's word overlap: the share of each text's tokens the other text holds (models/overlap.py).
+    overlap: Tensor | None = None  # [B, 2]
     hidden_states: tuple[Tensor, ...] | None = None  # L+1 x [B, T, H]
     attentions: tuple[Tensor, ...] | None = None  # L x [B, heads, T, T], probabilities
     queries: tuple[Tensor, ...] | None = None  # L x [B, heads, T, head_dim]
