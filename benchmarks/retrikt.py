@@ -267,11 +267,7 @@ def pair_reading(recipes: dict[str, dict]) -> str:
         if pqrnn.get("word_overlap"):
             reading += ", the classifier reading each text's share of such tokens (`word_overlap: true`)"
         tasks_of.setdefault(reading, []).append(name)
-    if len(tasks_of) == 1:
-        return ", " + next(iter(tasks_of))
-    most = max(tasks_of, key=lambda reading: len(tasks_of[reading]))
-    others = [f"on {', '.join(names)}, {reading}" for reading, names in tasks_of.items() if reading != most]
-    return f", {most}; " + "; ".join(others)
+    return ", " + most_then_others(tasks_of)
 
 
 def retrikt_losses(recipes: dict[str, dict]) -> str:
@@ -305,11 +301,15 @@ def retrieval_reading(recipes: dict[str, dict]) -> str:
                 "(`held_out`)"
             )
         tasks_of.setdefault(reading, []).append(name)
-    if len(tasks_of) == 1:
-        return next(iter(tasks_of))
+    return most_then_others(tasks_of)
+
+
+def most_then_others(tasks_of: dict[str, list[str]]) -> str:
+    """The setting most tasks share, then "on TASKS, SETTING" for each other one (the one setting alone
+    when all share it)."""
     most = max(tasks_of, key=lambda reading: len(tasks_of[reading]))
     others = [f"on {', '.join(names)}, {reading}" for reading, names in tasks_of.items() if reading != most]
-    return f"{most}; " + "; ".join(others)
+    return "; ".join([most, *others])
 
 
 def describe_methods(methods: list[dict]) -> str:

@@ -257,11 +257,9 @@ class Pipeline:
             except IncompatibleError as err:
                 raise IncompatibleError(f"{where}: {err}") from None
             methods.append(method)
-        if len(methods) > 1 and any(getattr(m.args, "held_out", 0) for m in methods):
-            raise IncompatibleError(
-                f"{self._where(index)}methods: retrikt's held_out keeps examples out of its own loss only; "
-                "the stage's other methods would train on them and bias the mixing weight fitted there"
-            )
+        loner = next((why for m in methods if (why := m.alone_because())), None) if len(methods) > 1 else None
+        if loner:
+            raise IncompatibleError(f"{self._where(index)}methods: {loner}")
         return methods
 
     def _where(self, index: int) -> str:

@@ -154,6 +154,10 @@ class Method(nn.Module, ABC):
                 f"{self.registered_name} compares token positions, but teacher and student tokenize differently"
             )
 
+    def alone_because(self) -> str | None:
+        """Why this method, as configured, must be its stage's only method (None: it can share a stage)."""
+        return None
+
     def bind(self, student: nn.Module, teachers: list[nn.Module]) -> None:
         """Called once before training with the models themselves.
 

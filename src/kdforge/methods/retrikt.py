@@ -107,6 +107,14 @@ class RetriKT(Method):
                 f"retrikt retrieves class distributions: the student must be a classifier, not a {pair.student.kind}"
             )
 
+    def alone_because(self) -> str | None:
+        if self.args.held_out > 0:
+            return (
+                "retrikt's held_out keeps examples out of its own loss only; the stage's other methods "
+                "would train on them and bias the mixing weight fitted there"
+            )
+        return None
+
     def attach_store(self, store: SampleStore, num_labels: int | None) -> None:
         """The stage's training data, a sample store (the pipeline opens it)."""
         check_store_labels(store, num_labels)
